@@ -1,0 +1,1 @@
+"""Deployment: local launchers (``deploy/local``) and production manifests."""

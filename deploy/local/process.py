@@ -1,0 +1,175 @@
+"""A detached, pid-file managed process: the building block of each local service.
+
+Each service runs in its own session (``start_new_session``) so that a Ctrl-C in
+the shell that ran ``avrec stack up`` does not take the stack down with it, and
+``down`` can signal the whole process group (Triton's Python stubs included).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.local.exceptions import PortInUse
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    # A zombie (exited, not yet reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().split(b") ", 1)[1][:1] != b"Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def port_owner(port: int) -> str:
+    """Best-effort description of who listens on ``port`` (for error messages)."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    try:
+                        proc = psutil.Process(conn.pid)
+                        return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])})"
+                    except psutil.Error:
+                        return f"pid {conn.pid}"
+    except Exception:  # psutil may lack permissions; the message still helps without it
+        pass
+    return "another process"
+
+
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """Raise :class:`PortInUse` with a fix if ``host:port`` cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # No SO_REUSEADDR: we want to know whether a listener is there right now.
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on {host} is in use by {port_owner(port)} ({exc.strerror}). "
+                f"Stop that process, or move avrec to a free port with {setting}=<port>."
+            ) from None
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A process started detached, tracked by ``<dir>/<name>.pid``, logging to ``<dir>/<name>.log``."""
+
+    name: str
+    run_dir: Path
+    marker: str  # a string that must appear in /proc/<pid>/cmdline, guarding against pid reuse
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return pid
+        return pid if self.marker in cmdline else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, argv: list[str], cwd: Path | None = None) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        with open(self.log_file, "ab") as logf:
+            logf.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+            logf.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(cwd) if cwd else None,
+                env=env,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        log.info("%s started, pid %d, log %s", self.name, proc.pid, self.log_file)
+        return proc.pid
+
+    def exited_early(self) -> bool:
+        """True when the pid file names a process that has already died."""
+        return self.pid_file.exists() and self.pid() is None
+
+    def stop(self, timeout_s: float) -> bool:
+        """SIGTERM the process group, wait, then SIGKILL. Returns True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+        if pid_alive(pid):
+            log.warning("%s (pid %d) did not stop within %.0fs; killing it", self.name, pid, timeout_s)
+            self._signal_group(pid, signal.SIGKILL)
+            for _ in range(50):
+                if not pid_alive(pid):
+                    break
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL at once (used by crash tests)."""
+        pid = self.pid()
+        if pid is not None:
+            self._signal_group(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(pid: int, sig: int) -> None:
+        try:
+            os.killpg(os.getpgid(pid), sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log yet)"
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,52 @@
+"""The Faust application: one ``app`` object, configured from settings.
+
+Agents, topics and tables live in their own modules and register on this app
+(faust examples' layout); ``streams.worker`` imports them before starting.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings, get_settings
+
+
+def _broker_credentials(settings: Settings):
+    k = settings.kafka
+    if not k.sasl_mechanism:
+        return None
+    password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+    ssl_ctx = None
+    if k.security_protocol == "SASL_SSL":
+        import ssl
+
+        ssl_ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    return faust.SASLCredentials(
+        username=k.sasl_username, password=password, mechanism=k.sasl_mechanism, ssl_context=ssl_ctx
+    )
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or get_settings()
+    k = settings.kafka
+    return faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{b}" for b in k.bootstrap_list),
+        broker_credentials=_broker_credentials(settings),
+        # Records are decoded by our own orjson codecs (streams/records.py), so that a
+        # malformed payload reaches the agent as bytes and can be dead-lettered.
+        key_serializer="raw",
+        value_serializer="raw",
+        store="rocksdb://",
+        datadir=str(settings.stack.state_dir / "faust" / settings.app_id),
+        topic_replication_factor=1,
+        topic_partitions=k.topics.interactions.partitions,
+        # Commit only what agents have acked: a crash re-delivers, dedupe makes it idempotent.
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        producer_linger=0.001,
+    )
+
+
+app = create_app()

@@ -1,0 +1,136 @@
+"""``avrec``: the user's front door.
+
+    avrec stack up|down|status|logs     the embedded local stack (deploy/local)
+    avrec config show                   effective settings, secrets masked
+    avrec worker                        the Faust worker (streams/app.py)
+    avrec run                           stack up + worker, the README's command 1
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Annotated
+
+import orjson
+import typer
+
+from streams.exceptions import AvrecError
+from streams.settings import get_settings
+
+app = typer.Typer(
+    help="avrec: streaming audio/video recommender", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
+stack_app = typer.Typer(help="The local stack: real Kafka (KRaft), Triton and Milvus Lite on loopback.")
+config_app = typer.Typer(help="Settings.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(config_app, name="config")
+
+log = logging.getLogger("avrec")
+
+
+def _setup_logging() -> None:
+    level = get_settings().log_level
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # kafka-python logs every connection at INFO; keep the CLI readable.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _only(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+OnlyOpt = Annotated[str | None, typer.Option("--only", help="Comma-separated subset: kafka,milvus,triton")]
+
+
+@stack_app.command("up")
+def stack_up(
+    only: OnlyOpt = None,
+    reuse: Annotated[bool, typer.Option(help="Keep services that already run; start the rest.")] = False,
+) -> None:
+    """Start the real services and wait until each is ready."""
+    from deploy.local.stack import LocalStack
+
+    settings = get_settings()
+    t0 = time.monotonic()
+    report = LocalStack(settings, _only(only)).up(reuse=reuse)
+    for name in report.reused:
+        typer.echo(f"{name:7s} already running (kept)")
+    for name in report.started:
+        typer.echo(f"{name:7s} ready in {report.seconds[name]:.1f}s")
+    if report.topics:
+        typer.echo("topics: " + ", ".join(f"{t} ({s})" for t, s in report.topics.items()))
+    typer.echo(f"stack ready in {time.monotonic() - t0:.1f}s (state in {settings.stack.state_dir})")
+
+
+@stack_app.command("down")
+def stack_down(only: OnlyOpt = None) -> None:
+    """Stop the services (data is kept under the state dir)."""
+    from deploy.local.stack import LocalStack
+
+    stopped = LocalStack(get_settings(), _only(only)).down()
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+def stack_status(only: OnlyOpt = None) -> None:
+    """Show each service's pid, readiness and endpoint. Exit 1 unless all are ready."""
+    from deploy.local.stack import LocalStack
+
+    rows = LocalStack(get_settings(), _only(only)).status()
+    for st in rows:
+        state = "ready" if st.ready else ("starting" if st.pid else "stopped")
+        typer.echo(f"{st.name:7s} {state:8s} pid={st.pid or '-':<8} {st.endpoint}  log: {st.log_file}")
+    if not all(st.ready for st in rows):
+        raise typer.Exit(1)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    service: Annotated[str, typer.Argument(help="kafka, milvus or triton")],
+    lines: Annotated[int, typer.Option("-n", "--lines")] = 50,
+) -> None:
+    """Print the last lines of a service's log."""
+    from deploy.local.stack import LocalStack
+
+    typer.echo(LocalStack(get_settings(), [service]).logs(service, lines))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings as JSON; secrets print as **********."""
+    typer.echo(orjson.dumps(get_settings().masked_dump(), option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command("worker")
+def worker(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
+) -> None:
+    """Run the Faust worker (consumes uploads, interactions, control)."""
+    from streams.worker import run_worker
+
+    run_worker(loglevel)
+
+
+@app.command("run")
+def run(loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info") -> None:
+    """Bring the local stack up (reusing what runs) and start the worker in the foreground."""
+    from deploy.local.stack import LocalStack
+    from streams.worker import print_endpoints, run_worker
+
+    settings = get_settings()
+    report = LocalStack(settings).up(reuse=True)
+    for name in report.started:
+        typer.echo(f"{name:7s} ready in {report.seconds[name]:.1f}s")
+    print_endpoints(settings)
+    run_worker(loglevel)
+
+
+def main() -> None:
+    _setup_logging()
+    try:
+        app()
+    except AvrecError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the launcher, the worker, the CLI and the tests."""

@@ -1,0 +1,197 @@
+"""All of avrec's settings, in one place.
+
+Every value can be overridden from the environment with the ``AVREC_`` prefix
+and ``__`` between nesting levels, for example::
+
+    AVREC_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092,broker-2:9092
+    AVREC_MILVUS__TOKEN=root:Milvus
+    AVREC_TRITON__URL=triton:8001 AVREC_TRITON__PROTOCOL=grpc
+
+Secrets are ``SecretStr``: they print as ``**********`` in ``repr``, in logs and
+in ``avrec config show``, and only ``.get_secret_value()`` reveals them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TopicSpec(BaseModel):
+    """One Kafka topic: name, partitions and the configs the launcher applies."""
+
+    name: str
+    partitions: int = Field(default=4, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    # Compacted topics keep the latest record per key (user state, lists); the
+    # forget-me tombstones rely on it.
+    compact: bool = False
+
+    def configs(self) -> dict[str, str]:
+        cfg = {"retention.ms": str(self.retention_ms)}
+        cfg["cleanup.policy"] = "compact,delete" if self.compact else "delete"
+        return cfg
+
+
+class TopicsSettings(BaseModel):
+    uploads: TopicSpec = TopicSpec(name="uploads")
+    interactions: TopicSpec = TopicSpec(name="interactions", partitions=8)
+    control: TopicSpec = TopicSpec(name="control", partitions=1)
+    recommendations: TopicSpec = TopicSpec(name="recommendations", partitions=8, compact=True)
+    uploads_dlq: TopicSpec = TopicSpec(name="uploads.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000)
+    interactions_dlq: TopicSpec = TopicSpec(
+        name="interactions.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000
+    )
+    control_dlq: TopicSpec = TopicSpec(name="control.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000)
+
+    def all(self) -> list[TopicSpec]:
+        return [getattr(self, name) for name in type(self).model_fields]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    client_id: str = "avrec"
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    topics: TopicsSettings = TopicsSettings()
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection settings in the keyword form kafka-python's clients take."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_list,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": int(self.request_timeout_s * 1000),
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            cfg["ssl_cafile"] = str(self.ssl_cafile)
+        return cfg
+
+
+class TritonSettings(BaseModel):
+    url: str = "127.0.0.1:8000"
+    protocol: Literal["http", "grpc"] = "http"
+    ssl: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    # Open the circuit after this many consecutive failures, for this long.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=5.0, gt=0)
+
+
+class MilvusSettings(BaseModel):
+    uri: str = "http://127.0.0.1:19530"
+    token: SecretStr | None = None
+    db_name: str = "default"
+    items_collection: str = "items"
+    users_collection: str = "users"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class StackSettings(BaseModel):
+    """The local, embedded stack started by ``avrec stack up`` (deploy/local)."""
+
+    state_dir: Path = PROJECT_ROOT / ".stack"
+    # Downloads (Kafka's jars) shared by every state dir, so tests reuse them.
+    cache_dir: Path = PROJECT_ROOT / ".cache"
+    host: str = "127.0.0.1"
+    kafka_version: str = "4.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "768m"
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_model_repository: Path = PROJECT_ROOT / "triton_models"
+    milvus_port: int = 19530
+    ready_timeout_s: float = Field(default=180.0, gt=0)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class EncoderSettings(BaseModel):
+    dim: int = Field(default=384, ge=8)
+    audio_checkpoint: Path | None = None
+    video_checkpoint: Path | None = None
+    fusion_checkpoint: Path | None = None
+    sample_rate: int = 16_000
+    video_frames: int = Field(default=8, ge=1)
+    frame_size: int = Field(default=112, ge=16)
+    max_audio_s: float = Field(default=30.0, gt=0)
+    # Media ingestion: file:// only below these roots; http(s) only to these hosts.
+    media_roots: list[Path] = Field(default_factory=list)
+    media_hosts: list[str] = Field(default_factory=list)
+    media_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    media_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AVREC_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    app_id: str = "avrec"
+    log_level: str = "INFO"
+    data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
+    top_k: int = Field(default=20, ge=1)
+    model_version: str = "hybrid-v1"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    encoders: EncoderSettings = Field(default_factory=EncoderSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @model_validator(mode="after")
+    def _follow_local_stack(self) -> "Settings":
+        """Clients follow the local stack's ports unless their address is set explicitly.
+
+        So ``AVREC_STACK__KAFKA_PORT=39092`` alone moves both the broker and every
+        client; ``AVREC_KAFKA__BOOTSTRAP_SERVERS`` still wins when given.
+        """
+        st = self.stack
+        if "bootstrap_servers" not in self.kafka.model_fields_set:
+            self.kafka.bootstrap_servers = f"{st.host}:{st.kafka_port}"
+        if "url" not in self.triton.model_fields_set:
+            port = st.triton_grpc_port if self.triton.protocol == "grpc" else st.triton_http_port
+            self.triton.url = f"{st.host}:{port}"
+        if "uri" not in self.milvus.model_fields_set:
+            self.milvus.uri = f"http://{st.host}:{st.milvus_port}"
+        return self
+
+    def masked_dump(self) -> dict[str, Any]:
+        """A JSON-safe view for printing: every secret is masked."""
+        return self.model_dump(mode="json")  # SecretStr serialises as '**********'
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Vector storage: Milvus (Lite locally, standalone in production) behind one client factory."""

@@ -1,0 +1,41 @@
+"""Starting the Faust worker, and telling the user where events go in and out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def endpoints_text(settings: Settings) -> str:
+    t = settings.kafka.topics
+    return "\n".join(
+        [
+            "avrec worker",
+            f"  Kafka bootstrap : {settings.kafka.bootstrap_servers}",
+            f"  events in       : topic '{t.uploads.name}' (key item_id), '{t.interactions.name}' (key user_id),"
+            f" '{t.control.name}'",
+            f"  lists out       : topic '{t.recommendations.name}' (key user_id)   -> `avrec tail recommendations`",
+            f"  dead letters    : '{t.uploads_dlq.name}', '{t.interactions_dlq.name}', '{t.control_dlq.name}'",
+            f"  Triton          : {settings.triton.protocol}://{settings.triton.url}",
+            f"  Milvus          : {settings.milvus.uri}",
+        ]
+    )
+
+
+def print_endpoints(settings: Settings) -> None:
+    # This is user-facing CLI output, printed before Faust takes over the terminal.
+    sys.stdout.write(endpoints_text(settings) + "\n")
+    sys.stdout.flush()
+
+
+def run_worker(loglevel: str = "info") -> None:
+    """Run the Faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    from streams.app import app
+
+    # Faust's umbrella command reads sys.argv.
+    sys.argv = ["avrec", "worker", "--loglevel", loglevel, "--without-web"]
+    app.main()

@@ -1,0 +1,56 @@
+"""Triton model `video_encoder`: sampled RGB frames -> video vectors in the shared space."""
+
+import os
+import site
+import sys
+
+
+def _use_avrec_environment() -> None:
+    """The Python stub ignores PYTHONPATH: add the directories the launcher passes, in order."""
+    paths = [p for p in os.environ.get("AVREC_TRITON_SYS_PATH", "").split(os.pathsep) if p]
+    for path in reversed(paths):
+        before = set(sys.path)
+        site.addsitedir(path)  # addsitedir also runs .pth files (editable installs)
+        added = [p for p in sys.path if p not in before]
+        for p in added:
+            sys.path.remove(p)
+        sys.path[:0] = added
+
+
+_use_avrec_environment()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from encoders.serving import ModelContext, RequestRejected, check_config, check_frames, input_array, serve_batch  # noqa: E402
+from encoders.towers import build_video  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.ctx = ModelContext.from_args(args)
+        self.settings = Settings().encoders
+        self.tower = build_video(self.settings, self.ctx.device)
+        check_config(self.ctx, {"FRAMES": "TYPE_UINT8"}, {"EMBEDDING": ("TYPE_FP32", [self.tower.dim])})
+        size = self.settings.frame_size
+        self.tower([torch.zeros(2, size, size, 3, dtype=torch.uint8)])
+
+    def _parse(self, request):
+        arr = input_array(pb_utils, request, "FRAMES")
+        if arr is None:
+            raise RequestRejected("FRAMES is required")
+        clips = arr if arr.ndim == 5 else arr[None]
+        return [check_frames(c) for c in clips]
+
+    def _compute(self, payloads):
+        flat = [torch.from_numpy(np.ascontiguousarray(c)) for clips in payloads for c in clips]
+        emb = self.tower(flat).cpu().numpy().astype(np.float32)
+        out, start = [], 0
+        for clips in payloads:
+            out.append({"EMBEDDING": emb[start : start + len(clips)]})
+            start += len(clips)
+        return out
+
+    def execute(self, requests):
+        return serve_batch(pb_utils, requests, self._parse, self._compute)
