@@ -145,18 +145,33 @@ class TextEncoder(nn.Module):
         log.info("text encoder: all-MiniLM-L6-v2 from %s", model_dir)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, padded to the longest text of ``texts``."""
         enc = self.tokenizer.encode_batch(texts)
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
         return ids, mask
 
     @torch.inference_mode()
-    def forward(self, texts: list[str]) -> torch.Tensor:
+    def forward(self, texts: list[str], chunk: int = 64) -> torch.Tensor:
+        """Encode ``texts``; they are sorted by length and run in chunks of similar length.
+
+        Padding every text to the longest in a large batch wastes most of the
+        compute on short titles; length-bucketing keeps the padding small, and the
+        result does not depend on what else was in the batch.
+        """
         if not texts:
             return torch.zeros(0, self.dim)
-        ids, mask = self.tokenize(texts)
+        self.tokenizer.no_padding()
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
         device = next(self.model.parameters()).device
-        return self.model(ids.to(device), mask.to(device)).float().cpu()
+        out = torch.empty(len(texts), self.dim)
+        for start in range(0, len(order), chunk):
+            idx = order[start : start + chunk]
+            ids, mask = self.tokenize([texts[i] for i in idx])
+            out[idx] = self.model(ids.to(device), mask.to(device)).float().cpu()
+        return out
 
 
 def item_text(title: str | None, description: str | None = None, tags: list[str] | None = None) -> str:

@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack: real Kafka (KRaft), Triton and Milvus Lite on loopback.")
 config_app = typer.Typer(help="Settings.")
+encoders_app = typer.Typer(help="The text, audio and video encoders.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(config_app, name="config")
+app.add_typer(encoders_app, name="encoders")
 
 log = logging.getLogger("avrec")
 
@@ -101,6 +103,27 @@ def stack_logs(
 def config_show() -> None:
     """Print the effective settings as JSON; secrets print as **********."""
     typer.echo(orjson.dumps(get_settings().masked_dump(), option=orjson.OPT_INDENT_2).decode())
+
+
+@encoders_app.command("info")
+def encoders_info() -> None:
+    """Which weights each tower runs (pretrained or built-in), and whether Triton serves it."""
+    import urllib.request
+
+    from encoders.towers import weights_report
+
+    settings = get_settings()
+    models = {"text": "text_encoder", "audio": "audio_encoder", "video": "video_encoder", "fusion": "fusion"}
+    host, port = settings.stack.host, settings.stack.triton_http_port
+    for info in weights_report(settings.encoders):
+        kind = "pretrained" if info.pretrained else "NOT pretrained"
+        try:
+            url = f"http://{host}:{port}/v2/models/{models[info.tower]}/ready"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                served = "served by Triton" if resp.status == 200 else f"Triton says {resp.status}"
+        except OSError:
+            served = "Triton not reachable"
+        typer.echo(f"{info.tower:7s} {kind:15s} {info.description}  [{info.source}]  ({served})")
 
 
 @app.command("worker")

@@ -71,7 +71,7 @@ def unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")

@@ -57,7 +57,9 @@ def port_owner(port: int) -> str:
 def check_port_free(host: str, port: int, setting: str) -> None:
     """Raise :class:`PortInUse` with a fix if ``host:port`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # No SO_REUSEADDR: we want to know whether a listener is there right now.
+        # SO_REUSEADDR as the servers themselves set it: connections lingering in
+        # TIME_WAIT after a restart don't count, only a live listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
