@@ -9,12 +9,14 @@ pymilvus 2.5.x and 3.x.
 Workload (all loops are bounded):
   1. create a collection: INT64 pk ``id``, FLOAT_VECTOR ``vec`` (dim D),
      VARCHAR ``creator``; COSINE metric;
-  2. insert N random unit vectors in batches (timed);
+  2. insert N unit vectors in batches (timed); ``--data random`` (default,
+     i.i.d. -- worst case for ANN recall) or ``--data clustered``;
   3. create the vector index (AUTOINDEX by default) and load (timed);
   4. search latency nq=1 top-K, search throughput nq=64 top-K;
-  5. recall@K against exact numpy brute force (random queries and queries
-     near stored items);
-  6. single-row upsert latency, then read-your-write check on upserted rows;
+  5. recall@K against exact numpy brute force (fresh queries from the data
+     distribution and queries near stored items); optional ``--ef-sweep``;
+  6. upsert latency (single row existing id, single row new id, 64-row
+     batch), then a read-your-write check on upserted rows;
   7. get-by-id latency (64 ids), single-id delete latency and delete check;
   8. server RSS (pid given, or found from the listening TCP port).
 

@@ -144,6 +144,23 @@ class EncoderSettings(BaseModel):
     media_timeout_s: float = Field(default=20.0, gt=0)
 
 
+class WorkerSettings(BaseModel):
+    """How the Faust agents batch and fan out."""
+
+    upload_batch: int = Field(default=16, ge=1)
+    upload_batch_within_s: float = Field(default=0.05, gt=0)
+    interaction_batch: int = Field(default=256, ge=1)
+    interaction_batch_within_s: float = Field(default=0.01, gt=0)
+    # New-content fan-out: refresh the lists of the users closest to a new item.
+    fanout_users: int = Field(default=50, ge=0)
+    fanout_min_similarity: float = Field(default=0.2, ge=-1, le=1)
+    item_cache_size: int = Field(default=200_000, ge=0)
+    media_workers: int = Field(default=2, ge=1)
+    # Transient failures of Triton or Milvus: retry with backoff, never skip an event.
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AVREC_",
@@ -163,6 +180,7 @@ class Settings(BaseSettings):
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     encoders: EncoderSettings = Field(default_factory=EncoderSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @field_validator("log_level")
     @classmethod

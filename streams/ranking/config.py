@@ -1,0 +1,122 @@
+"""Tuning knobs of the scoring core, with the reasoning behind each default.
+
+``RankingSettings`` is a plain pydantic model so it nests into ``Settings`` as
+``settings.ranking`` and every value can be overridden from the environment,
+e.g. ``AVREC_RANKING__EVENT_WEIGHTS__VIEW=0.5`` or ``AVREC_RANKING__TOP_K=30``.
+The live worker and the offline evaluation must pass the *same* instance so
+they score identically.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EventType = Literal["view", "like", "share", "comment", "complete", "skip", "dislike", "hide"]
+EVENT_TYPES: tuple[str, ...] = ("view", "like", "share", "comment", "complete", "skip", "dislike", "hide")
+# Only these two carry a meaningful watch ratio (how much of the item was played).
+WATCH_RATIO_EVENTS: frozenset[str] = frozenset({"view", "complete"})
+SOURCES: tuple[str, ...] = ("ann", "cooc", "fresh", "trending")
+
+
+class EventWeights(BaseModel):
+    """How much one event of each type pulls the user's taste vector toward (>0) or away from (<0) the item.
+
+    Explicit, costly actions (share, complete) count more than a passive view;
+    a skip is a weak negative, an explicit dislike/hide a strong one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: float = 0.3
+    like: float = 1.0
+    share: float = 1.5
+    comment: float = 1.0
+    complete: float = 1.2
+    skip: float = -0.3
+    dislike: float = -1.0
+    hide: float = -1.5
+
+
+class SourceWeights(BaseModel):
+    """Weight of each candidate source's normalised score (each in [0, 1]) in the blended score.
+
+    ``ann`` (personal similarity) dominates; co-occurrence is collaborative
+    evidence; fresh and trending are exploration / cold-start signals.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ann: float = Field(default=1.0, ge=0)
+    cooc: float = Field(default=0.6, ge=0)
+    fresh: float = Field(default=0.3, ge=0)
+    trending: float = Field(default=0.3, ge=0)
+
+
+class RankingSettings(BaseModel):
+    """Everything the scoring core needs; pure data, no I/O."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_weights: EventWeights = Field(default_factory=EventWeights)
+    # For view/complete the weight is ``event_weight * clamp(watch_ratio, floor, 1)``:
+    # watching 80% counts 0.8 of a full view, while a view abandoned at 1% still
+    # counts ``floor`` of one (the user did choose to open it). A missing
+    # watch_ratio counts as 1. Set the floor to 0 to ignore zero-length views.
+    watch_ratio_floor: float = Field(default=0.1, ge=0.0, le=1.0)
+    # Taste decay: an event's contribution halves every half_life_s, so the
+    # user vector follows what they watch *now* (a week: weekly habits persist,
+    # a binge from last month fades).
+    half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Events of these types mark the item hidden: it is never recommended again.
+    hide_event_types: tuple[EventType, ...] = ("dislike", "hide")
+
+    source_weights: SourceWeights = Field(default_factory=SourceWeights)
+    # How many candidates each source contributes to one recommend() call; the
+    # caller fetches this many and recommend() truncates to it, so both paths agree.
+    ann_candidates: int = Field(default=200, ge=0)
+    cooc_candidates: int = Field(default=100, ge=0)
+    # Co-occurrence: a new positive item is paired with the user's last
+    # ``cooc_window`` positive items (recent context; bounds the cost of one
+    # event), and each item keeps at most ``cooc_max_neighbors`` neighbours.
+    cooc_window: int = Field(default=20, ge=1)
+    cooc_max_neighbors: int = Field(default=100, ge=1)
+    # Fresh: items uploaded in the last fresh_window_s; the freshness score falls
+    # linearly from 1 (just uploaded) to 0 (window edge).
+    fresh_window_s: float = Field(default=48 * 3600.0, gt=0)
+    fresh_candidates: int = Field(default=50, ge=0)
+    # Trending: exponentially decayed engagement; 6 h follows the daily cycle.
+    trending_half_life_s: float = Field(default=6 * 3600.0, gt=0)
+    trending_candidates: int = Field(default=50, ge=0)
+    # The trending counter keeps at most this many items (lowest pruned).
+    trending_max_items: int = Field(default=50_000, ge=1)
+
+    # MMR: 1.0 = pure relevance, lower values trade relevance for diversity.
+    mmr_lambda: float = Field(default=0.8, ge=0.0, le=1.0)
+    # At most this many items of one creator in a list (0 = no cap).
+    creator_cap: int = Field(default=2, ge=0)
+    top_k: int = Field(default=20, ge=1)
+
+    # Per-user memory bounds (they bound the size of a user's table record).
+    history_len: int = Field(default=50, ge=1)  # recent positive items: reasons + co-occurrence context
+    dedupe_window: int = Field(default=512, ge=1)  # event ids remembered to drop redelivered events
+    # Items the user interacted with are never recommended; the set is an LRU of
+    # this many ids (~40 bytes each serialised, so at most ~200 KB per user).
+    # Beyond it the oldest interactions may be recommended again, which is fine.
+    seen_max: int = Field(default=5000, ge=1)
+    # Hidden/disliked items: an LRU as well, but large enough that only bots reach it.
+    hidden_max: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RankingSettings":
+        sw = self.source_weights
+        if sw.ann + sw.cooc + sw.fresh + sw.trending <= 0:
+            raise ValueError("at least one source weight must be positive")
+        return self
+
+    def event_weight(self, event_type: str) -> float:
+        """The configured base weight of ``event_type`` (raises KeyError for unknown types)."""
+        if event_type not in EVENT_TYPES:
+            raise KeyError(event_type)
+        return float(getattr(self.event_weights, event_type))

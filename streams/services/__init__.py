@@ -1,0 +1,1 @@
+"""What the agents do, one module per concern; agents in streams/agents.py stay thin."""

@@ -1,0 +1,25 @@
+"""Dead-lettering: the original bytes, the error and the stage go to ``<topic>.dlq``."""
+
+from __future__ import annotations
+
+import logging
+
+from streams import topics
+from streams.records import dead_letter, encode
+
+log = logging.getLogger(__name__)
+
+_DLQ = {
+    topics.uploads.get_topic_name(): topics.uploads_dlq,
+    topics.interactions.get_topic_name(): topics.interactions_dlq,
+    topics.control.get_topic_name(): topics.control_dlq,
+}
+
+
+async def send_dead_letter(event, stage: str, error: Exception | str) -> None:
+    """Publish the event's original record to its dead-letter topic; the agent keeps going."""
+    msg = event.message
+    record = dead_letter(msg.value, msg.key, error, stage, msg.topic, msg.partition, msg.offset)
+    target = _DLQ.get(msg.topic, topics.interactions_dlq)
+    log.warning("dead-letter %s[%d]@%d stage=%s: %s", msg.topic, msg.partition, msg.offset, stage, error)
+    await target.send(key=msg.key, value=encode(record))

@@ -1,0 +1,31 @@
+"""The Kafka topics the worker reads and writes, declared on the Faust app.
+
+Keys and values are raw bytes: decoding is ours (streams/records.py), so a
+malformed payload reaches the agent and can be dead-lettered instead of
+crashing the consumer inside a codec.
+"""
+
+from __future__ import annotations
+
+from streams.app import app
+from streams.settings import get_settings
+
+_t = get_settings().kafka.topics
+
+
+def _topic(spec, **kw):
+    return app.topic(spec.name, key_type=bytes, value_type=bytes, partitions=spec.partitions,
+                     retention=spec.retention_ms / 1000 if spec.retention_ms > 0 else None, **kw)
+
+
+uploads = _topic(_t.uploads)
+interactions = _topic(_t.interactions)
+control = _topic(_t.control)
+recommendations = _topic(_t.recommendations, compacting=True, deleting=True)
+uploads_dlq = _topic(_t.uploads_dlq)
+interactions_dlq = _topic(_t.interactions_dlq)
+control_dlq = _topic(_t.control_dlq)
+# Internal: fan-out refresh requests, keyed by user and co-partitioned with
+# interactions so the agent that owns a user's state table partition serves them.
+refresh = app.topic(f"{get_settings().app_id}-refresh", key_type=bytes, value_type=bytes,
+                    partitions=_t.interactions.partitions, internal=True)
