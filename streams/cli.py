@@ -150,6 +150,15 @@ def run(loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info") -> 
     run_worker(loglevel)
 
 
+def _register_event_commands() -> None:
+    from streams.events_cli import register
+
+    register(app)
+
+
+_register_event_commands()
+
+
 def main() -> None:
     _setup_logging()
     try:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.ranking.config import RankingSettings
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -173,7 +175,6 @@ class Settings(BaseSettings):
     app_id: str = "avrec"
     log_level: str = "INFO"
     data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
-    top_k: int = Field(default=20, ge=1)
     model_version: str = "hybrid-v1"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
@@ -181,6 +182,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     encoders: EncoderSettings = Field(default_factory=EncoderSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
 
     @field_validator("log_level")
     @classmethod

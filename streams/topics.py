@@ -25,7 +25,8 @@ recommendations = _topic(_t.recommendations, compacting=True, deleting=True)
 uploads_dlq = _topic(_t.uploads_dlq)
 interactions_dlq = _topic(_t.interactions_dlq)
 control_dlq = _topic(_t.control_dlq)
-# Internal: fan-out refresh requests, keyed by user and co-partitioned with
-# interactions so the agent that owns a user's state table partition serves them.
-refresh = app.topic(f"{get_settings().app_id}-refresh", key_type=bytes, value_type=bytes,
-                    partitions=_t.interactions.partitions, internal=True)
+# Internal: per-user commands (fan-out refresh, forget-me), keyed by user and
+# co-partitioned with interactions, so the agent owning the user's state table
+# partition serves them (a table may only be changed from its own partition).
+user_commands = app.topic(f"{get_settings().app_id}-user-commands", key_type=bytes, value_type=bytes,
+                          partitions=_t.interactions.partitions, internal=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from streams.settings import Settings
 
@@ -34,8 +35,11 @@ def print_endpoints(settings: Settings) -> None:
 
 def run_worker(loglevel: str = "info") -> None:
     """Run the Faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
+    from streams import agents  # noqa: F401  (registers the agents and timers on the app)
     from streams.app import app
 
+    # Faust creates only the last level of its data dir (RocksDB state lives there).
+    Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "worker", "--loglevel", loglevel, "--without-web"]
     app.main()

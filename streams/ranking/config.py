@@ -94,6 +94,10 @@ class RankingSettings(BaseModel):
 
     # MMR: 1.0 = pure relevance, lower values trade relevance for diversity.
     mmr_lambda: float = Field(default=0.8, ge=0.0, le=1.0)
+    # MMR reranks only this many best items by blended score (0 = all; never fewer
+    # than k). It bounds the cost of a call; at λ = 0.8 the diversity penalty is at
+    # most 0.2 of the top relevance, which items this far down rarely overcome.
+    mmr_pool: int = Field(default=100, ge=0)
     # At most this many items of one creator in a list (0 = no cap).
     creator_cap: int = Field(default=2, ge=0)
     top_k: int = Field(default=20, ge=1)

@@ -115,10 +115,13 @@ class DecayedCounter:
             return []
         lg = self._lg[:size]
         if n < size:
-            idx = np.argpartition(-lg, n - 1)[:n]
+            # argpartition picks arbitrarily among ties at the cut: take every
+            # item at or above the n-th score, then sort with the id tie-break.
+            kth = lg[np.argpartition(-lg, n - 1)[n - 1]]
+            idx = np.flatnonzero(lg >= kth)
         else:
             idx = np.arange(size)
-        picked = sorted(idx.tolist(), key=lambda j: (-lg[j], self._ids[j]))
+        picked = sorted(idx.tolist(), key=lambda j: (-lg[j], self._ids[j]))[:n]
         scores = self._score_of_lg(lg[picked], now)
         return [(self._ids[j], float(s)) for j, s in zip(picked, scores)]
 

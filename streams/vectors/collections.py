@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MODALITY_FIELDS = ("text_vec", "audio_vec", "video_vec")
 MAX_ROWS_PER_CALL = 4000
-ITEM_SCALARS = ["creator_id", "title", "tags", "created_at", "available", "modalities"]
+ITEM_SCALARS = ["creator_id", "title", "tags", "created_at", "available", "modalities", "duration_s"]
 
 
 @dataclass
@@ -73,6 +73,7 @@ class ItemCollection:
         schema.add_field("created_at", DataType.INT64)  # unix milliseconds
         schema.add_field("available", DataType.BOOL)
         schema.add_field("modalities", DataType.VARCHAR, max_length=32)  # e.g. "text,audio,video"
+        schema.add_field("duration_s", DataType.FLOAT)  # 0 when unknown; scales view weights by watch ratio
         index = self.client.prepare_index_params()
         for f in ("vector", *MODALITY_FIELDS):
             index.add_index(field_name=f, index_type="AUTOINDEX", metric_type="COSINE")

@@ -1,0 +1,69 @@
+"""The Faust agents: thin loops that batch events and hand them to streams/services.
+
+Each agent reads with ``take_events`` so a batch shares Triton and Milvus round
+trips. Faust acks a batch's events only after the loop body returns, so an
+offset never moves past an event that was not processed or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from streams import topics
+from streams.app import app
+from streams.services.context import get_context
+from streams.services.control import ControlProcessor
+from streams.services.deadletters import send_dead_letter
+from streams.services.interactions import InteractionProcessor
+from streams.services.recommender import Recommender
+from streams.services.uploads import UploadProcessor
+from streams.services.user_commands import UserCommandProcessor
+from streams.settings import get_settings
+
+log = logging.getLogger(__name__)
+_w = get_settings().worker
+
+
+async def guarded(handler, events: list) -> None:
+    """Never let a bug lose a batch: Faust acks a batch even when the loop body raises.
+
+    Transient outages are retried inside the handlers; anything else that escapes
+    is a bug, so the batch's events go to their dead-letter topics (stage
+    "internal") where they can be re-driven, and the agent keeps going.
+    """
+    try:
+        await handler.handle(events)
+    except Exception as exc:  # noqa: BLE001 - the safety net itself
+        log.exception("%s failed on a batch of %d events; dead-lettering them", type(handler).__name__, len(events))
+        for ev in events:
+            await send_dead_letter(ev, "internal", f"{type(exc).__name__}: {exc}")
+
+
+@app.agent(topics.uploads, name="uploads")
+async def process_uploads(stream):
+    uploads = UploadProcessor(await get_context())
+    async for events in stream.take_events(_w.upload_batch, within=_w.upload_batch_within_s):
+        await guarded(uploads, events)
+
+
+@app.agent(topics.interactions, name="interactions")
+async def process_interactions(stream):
+    ctx = await get_context()
+    interactions = InteractionProcessor(ctx, Recommender(ctx))
+    async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
+        await guarded(interactions, events)
+
+
+@app.agent(topics.user_commands, name="user-commands")
+async def process_user_commands(stream):
+    ctx = await get_context()
+    commands = UserCommandProcessor(ctx, Recommender(ctx))
+    async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
+        await guarded(commands, events)
+
+
+@app.agent(topics.control, name="control")
+async def process_control(stream):
+    control = ControlProcessor(await get_context())
+    async for events in stream.take_events(16, within=0.05):
+        await guarded(control, events)

@@ -1,0 +1,197 @@
+"""Item-item co-occurrence ("viewers of X also watched Y"), stored as plain mappings.
+
+Two mappings hold the state, so the live worker can back them with Faust tables
+(keyed by item id) and the offline evaluation with dicts, running the same code:
+
+* ``counts[i] = {j: c_ij}``: how many users positively interacted with both i and j
+  (pairs formed within a user's recent positive window);
+* ``pops[i] = p_i``: how many users positively interacted with i.
+
+Rows are read, copied, changed and written back whole (``counts[i] = row``):
+a Faust table only records a change on assignment, never on in-place mutation.
+
+Similarity is cosine-normalised: ``sim(i, j) = c_ij / sqrt(p_i * p_j)``, so a
+globally popular item does not become everyone's neighbour. Each row keeps at
+most ``max_neighbors`` entries (the highest counts), so after pruning the
+relation may be asymmetric; scoring only reads the history item's row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, MutableMapping, Sequence
+
+from streams.ranking.exceptions import RankingError, StateFormatError
+
+
+class CoOccurrence:
+    """Symmetric co-occurrence counts with bounded rows; see the module docstring."""
+
+    def __init__(
+        self,
+        counts: MutableMapping[str, dict[str, float]] | None = None,
+        pops: MutableMapping[str, float] | None = None,
+        max_neighbors: int = 100,
+        window: int = 20,
+    ) -> None:
+        if max_neighbors < 1 or window < 1:
+            raise RankingError("max_neighbors and window must be >= 1")
+        self.counts: MutableMapping[str, dict[str, float]] = {} if counts is None else counts
+        self.pops: MutableMapping[str, float] = {} if pops is None else pops
+        self.max_neighbors = int(max_neighbors)
+        self.window = int(window)
+
+    # -- updates -------------------------------------------------------------------
+    def add(self, history_item_ids: Sequence[str], new_item_id: str, weight: float = 1.0) -> int:
+        """Count one user's first positive interaction with ``new_item_id``.
+
+        Pairs it with each distinct item among the last ``window`` of
+        ``history_item_ids`` (oldest first; ``new_item_id`` itself is skipped)
+        and adds ``weight`` to its popularity. Call it once per (user, item):
+        :func:`streams.ranking.ingest.ingest_interaction` does exactly that.
+        Returns the number of pairs updated.
+        """
+        if not (weight > 0 and math.isfinite(weight)):
+            raise RankingError(f"co-occurrence weight must be positive and finite, got {weight!r}")
+        self.pops[new_item_id] = float(self.pops.get(new_item_id, 0.0)) + weight
+        others: list[str] = []
+        for h in reversed(history_item_ids):
+            if len(others) == self.window:
+                break
+            if h != new_item_id and h not in others:
+                others.append(h)
+        if not others:
+            return 0
+        row = dict(self.counts.get(new_item_id, {}))
+        for h in others:
+            row[h] = row.get(h, 0.0) + weight
+            hrow = dict(self.counts.get(h, {}))
+            hrow[new_item_id] = hrow.get(new_item_id, 0.0) + weight
+            self.counts[h] = self._bounded(hrow)
+        self.counts[new_item_id] = self._bounded(row)
+        return len(others)
+
+    def _bounded(self, row: dict[str, float]) -> dict[str, float]:
+        # Prune with 25% slack so the sort runs once per ~max/4 new neighbours,
+        # not on every add to a full row. Keeps the highest counts; among equal
+        # counts the newest neighbours (inserted last) survive, giving new items a chance.
+        if len(row) <= self.max_neighbors + self.max_neighbors // 4:
+            return row
+        ranked = sorted(enumerate(row.items()), key=lambda t: (t[1][1], t[0]), reverse=True)
+        keep = sorted(ranked[: self.max_neighbors])  # back to insertion order
+        return {j: c for _, (j, c) in keep}
+
+    def remove(self, item_id: str) -> None:
+        """Forget ``item_id`` (taken down): its row, its popularity, and its entries in its neighbours' rows."""
+        row = self.counts.get(item_id)
+        if row is not None:
+            for j in row:
+                jrow = self.counts.get(j)
+                if jrow is not None and item_id in jrow:
+                    jrow = dict(jrow)
+                    del jrow[item_id]
+                    self.counts[j] = jrow
+            del self.counts[item_id]
+        if item_id in self.pops:
+            del self.pops[item_id]
+
+    # -- per-row access (table-friendly) ---------------------------------------------
+    def row(self, item_id: str) -> dict[str, float]:
+        """A copy of ``item_id``'s raw counts row ({} if none)."""
+        return dict(self.counts.get(item_id, {}))
+
+    def merge_row(self, item_id: str, row: dict[str, float], pop: float | None = None) -> None:
+        """Add another shard's raw counts (and popularity) for ``item_id`` into this one."""
+        mine = dict(self.counts.get(item_id, {}))
+        for j, c in row.items():
+            mine[j] = mine.get(j, 0.0) + float(c)
+        self.counts[item_id] = self._bounded(mine)
+        if pop is not None:
+            self.pops[item_id] = float(self.pops.get(item_id, 0.0)) + float(pop)
+
+    # -- queries -------------------------------------------------------------------
+    def neighbors(self, item_id: str, n: int) -> list[tuple[str, float]]:
+        """The ``n`` most similar items to ``item_id`` by ``c_ij / sqrt(p_i p_j)``, best first."""
+        row = self.counts.get(item_id)
+        pi = float(self.pops.get(item_id, 0.0))
+        if not row or pi <= 0 or n <= 0:
+            return []
+        out = []
+        for j, c in row.items():
+            pj = float(self.pops.get(j, 0.0))
+            if pj > 0:
+                out.append((j, c / math.sqrt(pi * pj)))
+        out.sort(key=lambda t: (-t[1], t[0]))
+        return out[:n]
+
+    def score_candidates_explained(
+        self, history_item_ids: Sequence[str], n: int, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float, str]]:
+        """Like :meth:`score_candidates`, plus the history item that contributed most to each."""
+        if n <= 0:
+            return []
+        hist: list[str] = []
+        for h in reversed(history_item_ids):  # most recent first, distinct, at most `window`
+            if len(hist) == self.window:
+                break
+            if h not in hist:
+                hist.append(h)
+        skip = set(hist)
+        skip.update(exclude)
+        acc: dict[str, float] = {}  # j -> Σ_h c_hj / sqrt(p_h)   (p_j applied once at the end)
+        best: dict[str, tuple[float, str]] = {}
+        for h in hist:
+            row = self.counts.get(h)
+            ph = float(self.pops.get(h, 0.0))
+            if not row or ph <= 0:
+                continue
+            inv = 1.0 / math.sqrt(ph)
+            for j, c in row.items():
+                if j in skip:
+                    continue
+                part = c * inv
+                acc[j] = acc.get(j, 0.0) + part
+                if j not in best or part > best[j][0]:  # strict >: the most recent history item wins ties
+                    best[j] = (part, h)
+        out = []
+        for j, a in acc.items():
+            pj = float(self.pops.get(j, 0.0))
+            if pj > 0:
+                out.append((j, a / math.sqrt(pj), best[j][1]))
+        out.sort(key=lambda t: (-t[1], t[0]))
+        return out[:n]
+
+    def score_candidates(
+        self, history_item_ids: Sequence[str], n: int, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Top ``n`` items by ``Σ_h c_hj / sqrt(p_h p_j)`` over the last ``window`` history items.
+
+        History items themselves and ``exclude`` are left out. Best first, ties by id.
+        """
+        return [(j, s) for j, s, _ in self.score_candidates_explained(history_item_ids, n, exclude)]
+
+    # -- serialisation (dict-backed instances) ----------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "max_neighbors": self.max_neighbors,
+            "window": self.window,
+            "counts": {i: dict(r) for i, r in self.counts.items()},
+            "pops": {i: float(p) for i, p in self.pops.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CoOccurrence":
+        try:
+            if data.get("v") != 1:
+                raise StateFormatError(f"co-occurrence state version {data.get('v')!r}, expected 1")
+            return cls(
+                counts={str(i): {str(j): float(c) for j, c in r.items()} for i, r in data["counts"].items()},
+                pops={str(i): float(p) for i, p in data["pops"].items()},
+                max_neighbors=int(data["max_neighbors"]),
+                window=int(data["window"]),
+            )
+        except StateFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateFormatError(f"cannot read co-occurrence state: {exc!r}") from exc

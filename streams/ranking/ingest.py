@@ -1,0 +1,59 @@
+"""The one path an interaction takes through the scoring state, shared by the live worker and the offline eval.
+
+Keeping the order of operations here (and not in each caller) guarantees both
+build identical user states, co-occurrence counts and trending scores from the
+same event stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.ranking.config import RankingSettings
+from streams.ranking.cooccurrence import CoOccurrence
+from streams.ranking.trending import DecayedCounter
+from streams.ranking.user_state import UserState, apply_interaction, event_weight, history_ids
+
+
+def ingest_interaction(
+    state: UserState,
+    event_id: str,
+    item_id: str,
+    item_vec: Any,
+    event_type: str,
+    watch_ratio: float | None,
+    ts: float,
+    cfg: RankingSettings,
+    cooc: CoOccurrence | None = None,
+    trending: DecayedCounter | None = None,
+) -> bool:
+    """Apply one interaction to the user state, co-occurrence and trending; False for a duplicate event.
+
+    * user state: :func:`apply_interaction`;
+    * trending: ``+w`` at ``ts`` when the effective weight ``w`` is positive
+      (negative feedback does not make an item less trending: it was still engaged with);
+    * co-occurrence: only on the user's *first* positive interaction with the item
+      (not already in their recent history), paired with the history *before* it,
+      so a user re-watching an item does not inflate its counts.
+    """
+    prior = history_ids(state)
+    first_positive = item_id not in prior
+    if not apply_interaction(state, event_id, item_id, item_vec, event_type, watch_ratio, ts, cfg):
+        return False
+    w = event_weight(event_type, watch_ratio, cfg)
+    if w > 0:
+        if trending is not None:
+            trending.update(item_id, ts, w)
+        if cooc is not None and first_positive:
+            cooc.add(prior, item_id, 1.0)
+    return True
+
+
+def new_trending(cfg: RankingSettings) -> DecayedCounter:
+    """A trending counter configured from ``cfg``."""
+    return DecayedCounter(cfg.trending_half_life_s, cfg.trending_max_items)
+
+
+def new_cooccurrence(cfg: RankingSettings, counts: Any = None, pops: Any = None) -> CoOccurrence:
+    """A co-occurrence store configured from ``cfg`` (pass Faust tables as ``counts``/``pops`` in the worker)."""
+    return CoOccurrence(counts, pops, max_neighbors=cfg.cooc_max_neighbors, window=cfg.cooc_window)

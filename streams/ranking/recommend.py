@@ -1,0 +1,372 @@
+"""Turn candidate lists into one ranked, diversified, explained top-K list for a user.
+
+Pure and deterministic: the same inputs give the same list, whatever order the
+candidates arrive in. Nothing here does I/O; the caller fetches candidates (ANN
+search, co-occurrence, fresh uploads, trending) and item metadata.
+
+Scoring, for each candidate i that survives filtering (never seen, hidden, taken
+down, unavailable or unknown):
+
+* ``ann_i   = (cos(u, v_i) + 1) / 2`` with u the user's taste vector, computed
+  for *every* candidate (not only those the ANN search returned) so an item's
+  personal relevance does not depend on which list it came from. Without a
+  taste vector the similarities in ``candidates.ann`` are used, else 0.
+* ``cooc_i  = s_i / max_j s_j`` over the surviving co-occurrence candidates
+  (scale-free; min-max would give the weakest real candidate a 0).
+* ``trend_i = 1 - r_i / m``, r_i the 0-based rank among the m surviving trending
+  candidates: rank-based because raw popularity is heavy-tailed (max-normalising
+  would flatten everything but the top item to ~0).
+* ``fresh_i = clamp(1 - (now - created_at_i) / fresh_window_s, 0, 1)``, for every
+  candidate (freshness is a property of the item, ``ItemInfo.created_at``).
+* ``score_i = Σ_s weight_s · norm_s,i``.
+
+Then MMR over the ``mmr_pool`` best by score: repeatedly pick ``argmax λ·rel_i − (1−λ)·max(0, max_{j picked} cos(v_i, v_j))``
+with ``rel_i = score_i / max score``, skipping creators that reached ``creator_cap``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Container, Mapping, Sequence
+
+import numpy as np
+
+from streams.ranking.config import SOURCES, RankingSettings
+from streams.ranking.exceptions import RankingError
+from streams.ranking.user_state import UserState, user_vector
+
+TITLE_MAX = 60
+_VERBS = {"complete": "you finished", "like": "you liked", "share": "you shared"}
+
+
+@dataclass
+class ItemInfo:
+    """What recommend() needs to know about an item (candidates and the user's history items)."""
+
+    item_id: str
+    creator_id: str | None
+    title: str
+    vector: Any  # unit-norm [D] (np.ndarray or sequence); None if not indexed
+    created_at: float  # unix seconds
+    available: bool = True
+    modality_vectors: dict[str, Any] | None = None  # e.g. {"audio": ..., "video": ...}; unused by scoring
+
+
+@dataclass
+class Candidates:
+    """Candidate lists from each source: (item_id, score) pairs, any order."""
+
+    ann: list[tuple[str, float]] = field(default_factory=list)  # cosine similarity in [-1, 1]
+    cooc: list[tuple[str, float]] = field(default_factory=list)  # CoOccurrence.score_candidates
+    fresh: list[tuple[str, float]] = field(default_factory=list)  # (item_id, created_at)
+    trending: list[tuple[str, float]] = field(default_factory=list)  # DecayedCounter.top
+    # Optional: co-occurrence candidate -> the history item behind it (for its reason).
+    cooc_via: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RecommendedItem:
+    item_id: str
+    score: float  # blended score (before MMR)
+    reasons: list[str]  # at least one, strongest first
+    sources: dict[str, float] = field(default_factory=dict)  # weight_s * norm_s per source; sums to score
+
+
+@dataclass
+class _Pool:
+    ids: list[str]
+    creators: list[str | None]
+    vecs: np.ndarray  # [n, D] float32, unit rows (zero row if no vector)
+    sim: np.ndarray | None  # [n] cosine to the user (or provided ANN similarity; NaN = unknown)
+    norm: dict[str, np.ndarray]  # source -> normalised score in [0, 1], [n]
+    contrib: dict[str, np.ndarray]  # source -> weight * norm, [n]
+    score: np.ndarray  # [n]
+
+
+def _best_per_item(pairs: Sequence[tuple[str, float]], n: int) -> dict[str, float]:
+    """Max score per id, truncated to the n best (ties by id) so caller and core agree on the cut."""
+    best = dict(pairs)  # C fast path; only lists with repeated ids need the max-per-id loop below
+    if len(best) < len(pairs):
+        best = _max_per_id(pairs)
+    if len(best) > n:
+        best = dict(sorted(best.items(), key=lambda t: (-t[1], t[0]))[:n])
+    return best
+
+
+def _max_per_id(pairs: Sequence[tuple[str, float]]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for iid, s in pairs:
+        s = float(s)
+        if iid not in best or s > best[iid]:
+            best[iid] = s
+    return best
+
+
+def _stack(vectors: list[Any], what: str) -> np.ndarray:
+    """[n, D] float32 with unit rows (zero rows for missing vectors)."""
+    if vectors and all(v is not None for v in vectors):
+        try:  # fast path: one C call when every vector has the same length
+            m = np.array(vectors, dtype=np.float32)
+        except ValueError:
+            m = None
+        if m is not None and m.ndim == 2:
+            return _unit_rows(m)
+    rows = []
+    dim = None
+    for v in vectors:
+        if v is None:
+            rows.append(None)
+            continue
+        a = np.asarray(v, dtype=np.float32).reshape(-1)
+        if dim is None:
+            dim = a.shape[0]
+        elif a.shape[0] != dim:
+            raise RankingError(f"{what} vectors have different dimensions ({dim} and {a.shape[0]})")
+        rows.append(a)
+    if dim is None:
+        return np.zeros((len(vectors), 0), dtype=np.float32)
+    zero = np.zeros(dim, dtype=np.float32)
+    return _unit_rows(np.stack([zero if r is None else r for r in rows]))
+
+
+def _unit_rows(m: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", m, m))[:, None]
+    np.divide(m, norms, out=m, where=norms > 0)
+    return m
+
+
+def _score_pool(
+    state: UserState | None,
+    candidates: Candidates,
+    items: Mapping[str, ItemInfo],
+    now: float,
+    cfg: RankingSettings,
+    taken_down: Container[str],
+) -> _Pool:
+    ann = _best_per_item(candidates.ann, cfg.ann_candidates)
+    cooc = _best_per_item(candidates.cooc, cfg.cooc_candidates)
+    fresh = _best_per_item(candidates.fresh, cfg.fresh_candidates)
+    trend = _best_per_item(candidates.trending, cfg.trending_candidates)
+
+    seen = state.seen if state is not None else ()
+    hidden = state.hidden if state is not None else ()
+    ids_set: set[str] = set()
+    for src in (ann, cooc, fresh, trend):
+        ids_set.update(src)
+    ids = []
+    for iid in sorted(ids_set):  # sorted: order-independent, ties in MMR go to the smallest id
+        info = items.get(iid)
+        if info is None or not info.available or iid in taken_down or iid in seen or iid in hidden:
+            continue
+        ids.append(iid)
+    n = len(ids)
+    infos = [items[i] for i in ids]
+    vecs = _stack([it.vector for it in infos], "item")
+    w = cfg.source_weights
+
+    u = user_vector(state)
+    sim: np.ndarray | None
+    if u is not None and n:
+        if vecs.shape[1] != u.shape[0]:
+            raise RankingError(f"item vectors have {vecs.shape[1]} dims, the user's taste vector {u.shape[0]}")
+        sim = vecs @ u
+        ann_norm = (np.clip(sim, -1.0, 1.0) + 1.0) / 2.0
+    elif ann:
+        sim = np.array([ann.get(i, np.nan) for i in ids], dtype=np.float64)
+        ann_norm = np.where(np.isnan(sim), 0.0, (np.clip(np.nan_to_num(sim), -1.0, 1.0) + 1.0) / 2.0)
+    else:
+        sim = None
+        ann_norm = np.zeros(n)
+
+    cooc_raw = np.array([cooc.get(i, 0.0) for i in ids], dtype=np.float64)
+    cmax = cooc_raw.max() if n else 0.0
+    cooc_norm = np.clip(cooc_raw / cmax, 0.0, 1.0) if cmax > 0 else np.zeros(n)
+
+    trend_norm = np.zeros(n)
+    in_trend = [j for j, i in enumerate(ids) if i in trend]
+    if in_trend:
+        ranked = sorted(in_trend, key=lambda j: (-trend[ids[j]], ids[j]))
+        m = len(ranked)
+        trend_norm[ranked] = 1.0 - np.arange(m) / m
+
+    created = np.array([float(it.created_at) for it in infos], dtype=np.float64)
+    fresh_norm = np.clip(1.0 - (float(now) - created) / cfg.fresh_window_s, 0.0, 1.0)
+
+    norm = {"ann": ann_norm, "cooc": cooc_norm, "fresh": fresh_norm, "trending": trend_norm}
+    contrib = {s: getattr(w, s) * norm[s] for s in SOURCES}
+    score = contrib["ann"] + contrib["cooc"] + contrib["fresh"] + contrib["trending"]
+    return _Pool(ids, [it.creator_id for it in infos], vecs, sim, norm, contrib, score)
+
+
+def _mmr(pool: _Pool, k: int, cfg: RankingSettings) -> list[int]:
+    n = len(pool.ids)
+    if n == 0 or k <= 0:
+        return []
+    m = cfg.mmr_pool
+    if m and max(m, k) < n:
+        # Rerank only the best `mmr_pool` by blended score (stable sort: ties by id);
+        # fall back to the whole pool in the rare case the creator cap starves it.
+        top = np.argsort(-pool.score, kind="stable")[: max(m, k)]
+        top.sort()  # keep id order so argmax ties still go to the smallest id
+        picked = _mmr_over(pool, top, k, cfg)
+        if len(picked) == k:
+            return picked
+    return _mmr_over(pool, np.arange(n), k, cfg)
+
+
+def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings) -> list[int]:
+    """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order."""
+    n = len(idx)
+    score = pool.score[idx]
+    vecs = pool.vecs[idx]
+    smax = float(score.max())
+    rel = score / smax if smax > 0 else score.copy()
+    lam = cfg.mmr_lambda
+    base = lam * rel
+    max_sim = np.zeros(n)  # max(0, max cos to picked); starting at 0 is the clip
+    cap = cfg.creator_cap
+    creators: np.ndarray | None = None
+    counts: dict[int, int] = {}
+    if cap > 0:
+        codes: dict[str, int] = {}
+        creators = np.empty(n, dtype=np.int64)
+        for j, row in enumerate(idx.tolist()):
+            c = pool.creators[row]
+            # An item without a creator is its own creator: never capped.
+            creators[j] = codes.setdefault(c, len(codes)) if c is not None else -1 - j
+    # Picked and capped items get -inf in `base`, so one argmax per step does it all.
+    mmr_scale = 1.0 - lam
+    picked: list[int] = []
+    buf = np.empty(n)
+    while len(picked) < k:
+        if mmr_scale > 0:
+            mmr = np.multiply(max_sim, -mmr_scale, out=buf)
+            mmr += base
+        else:
+            mmr = base
+        j = int(np.argmax(mmr))
+        if base[j] == -np.inf:
+            break
+        picked.append(j)
+        base[j] = -np.inf
+        if creators is not None:
+            c = int(creators[j])
+            counts[c] = counts.get(c, 0) + 1
+            if counts[c] >= cap:
+                base[creators == c] = -np.inf
+        if mmr_scale > 0 and vecs.shape[1]:
+            np.maximum(max_sim, vecs @ vecs[j], out=max_sim)
+    return [int(idx[j]) for j in picked]
+
+
+def _short(title: str | None, fallback: str) -> str:
+    t = " ".join((title or "").split()) or fallback
+    return t if len(t) <= TITLE_MAX else t[: TITLE_MAX - 1].rstrip() + "…"
+
+
+class _Explainer:
+    """Builds reason strings; history vectors are stacked once per call."""
+
+    def __init__(self, state: UserState | None, items: Mapping[str, ItemInfo], candidates: Candidates) -> None:
+        self.items = items
+        self.via = candidates.cooc_via
+        hist = [h for h in reversed(state.history)] if state is not None else []  # newest first
+        hist = [h for h in hist if h.item_id in items and items[h.item_id].vector is not None]
+        self.hist = hist
+        self.hvecs = _stack([items[h.item_id].vector for h in hist], "history item") if hist else None
+
+    def closest_history(self, vecs: np.ndarray) -> list[Any]:
+        """For each row of ``vecs``, the history entry with the most similar item (None if unknown)."""
+        if self.hvecs is None or self.hvecs.shape[1] != vecs.shape[1]:
+            return [None] * len(vecs)
+        best = np.argmax(vecs @ self.hvecs.T, axis=1)  # argmax: the newest wins ties
+        return [self.hist[b] if v.any() else None for b, v in zip(best.tolist(), vecs)]
+
+    def reason(self, source: str, iid: str, closest: Any) -> str:
+        h = closest
+        if source == "ann":
+            if h is None:
+                return "matches your recent taste"
+            title = _short(self.items[h.item_id].title, h.item_id)
+            return f'similar to "{title}" {_VERBS.get(h.event_type, "you watched")}'
+        if source == "cooc":
+            via = self.via.get(iid)
+            if via is not None and via in self.items:
+                return f'viewers of "{_short(self.items[via].title, via)}" also watched this'
+            if h is not None:
+                return f'viewers of "{_short(self.items[h.item_id].title, h.item_id)}" also watched this'
+            return "popular with viewers who watch what you watch"
+        if source == "fresh":
+            creator = self.items[iid].creator_id
+            return f"new from {creator}" if creator else "new upload"
+        return "trending now"
+
+
+def _reasons(pool: _Pool, j: int, explainer: _Explainer, closest: Any, cfg: RankingSettings) -> list[str]:
+    """At most two reasons: the source contributing most to the score, plus the
+    runner-up when its own signal is strong (normalised ≥ 0.5), e.g. a brand-new
+    upload that is also close to the user's taste."""
+    # Signal above neutral: for ANN it is max(0, cos), since cos 0 maps to a norm
+    # of 0.5 that every candidate gets and that explains nothing.
+    sig = {s: float(pool.norm[s][j]) for s in SOURCES}
+    sim = pool.sim[j] if pool.sim is not None else np.nan
+    sig["ann"] = 0.0 if np.isnan(sim) else max(0.0, float(sim))
+    w = cfg.source_weights
+    ev = {s: getattr(w, s) * sig[s] for s in SOURCES}
+    ranked = sorted((s for s in SOURCES if ev[s] > 0), key=lambda s: -ev[s])  # stable: SOURCES order on ties
+    if not ranked:
+        return ["recommended for you"]
+    chosen = ranked[:1] + [s for s in ranked[1:2] if sig[s] >= 0.5]
+    iid = pool.ids[j]
+    return [explainer.reason(s, iid, closest) for s in chosen]
+
+
+def recommend(
+    state: UserState | None,
+    candidates: Candidates,
+    items: Mapping[str, ItemInfo],
+    now: float,
+    cfg: RankingSettings,
+    taken_down: Container[str] = (),
+    k: int | None = None,
+) -> list[RecommendedItem]:
+    """The user's top-``k`` list (default ``cfg.top_k``), best first, each with ≥1 reason.
+
+    ``items`` must hold every candidate (missing ones are dropped) and, for
+    reasons naming them, the user's history items. Fewer than ``k`` come back
+    when filtering or the creator cap leaves fewer eligible items.
+    """
+    k = cfg.top_k if k is None else int(k)
+    pool = _score_pool(state, candidates, items, now, cfg, taken_down)
+    picked = _mmr(pool, k, cfg)
+    if not picked:
+        return []
+    explainer = _Explainer(state, items, candidates)
+    closest = explainer.closest_history(pool.vecs[picked])
+    return [
+        RecommendedItem(
+            item_id=pool.ids[j],
+            score=float(pool.score[j]),
+            reasons=_reasons(pool, j, explainer, c, cfg),
+            sources={s: float(pool.contrib[s][j]) for s in SOURCES},
+        )
+        for j, c in zip(picked, closest)
+    ]
+
+
+def explain_sources(
+    state: UserState | None,
+    candidates: Candidates,
+    items: Mapping[str, ItemInfo],
+    now: float,
+    cfg: RankingSettings,
+    taken_down: Container[str] = (),
+) -> dict[str, dict[str, float]]:
+    """Per-source contributions (``weight_s * norm_s``) and ``total`` for every candidate surviving filtering."""
+    pool = _score_pool(state, candidates, items, now, cfg, taken_down)
+    out = {}
+    for j, iid in enumerate(pool.ids):
+        d = {s: float(pool.contrib[s][j]) for s in SOURCES}
+        d["total"] = float(pool.score[j])
+        out[iid] = d
+    return out

@@ -1,0 +1,76 @@
+"""Everything the agents share in one worker process, created once when the first agent starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from encoders.client import TritonClient
+from encoders.media import MediaResolver
+from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
+from streams.services.items import FreshItems, ItemCache
+from streams.settings import Settings, get_settings
+from streams.vectors.collections import ItemCollection, UserCollection
+from streams.vectors.milvus import milvus_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    triton: TritonClient
+    items: ItemCollection
+    users: UserCollection
+    resolver: MediaResolver
+    cache: ItemCache
+    fresh: FreshItems
+    trending: DecayedCounter
+    cooc: CoOccurrence
+    media_slots: asyncio.Semaphore
+
+    @classmethod
+    async def create(cls, settings: Settings) -> WorkerContext:
+        from streams import tables
+
+        client = await asyncio.to_thread(milvus_client, settings.milvus)
+        dim = settings.encoders.dim
+        items = ItemCollection(client, settings.milvus.items_collection, dim)
+        users = UserCollection(client, settings.milvus.users_collection, dim)
+        await asyncio.to_thread(items.ensure)
+        await asyncio.to_thread(users.ensure)
+        rank = settings.ranking
+        fresh = FreshItems(rank.fresh_window_s)
+        await fresh.seed(items, 1000)
+        trending = new_trending(rank)
+        snapshot = tables.trending.get("snapshot")
+        if snapshot:
+            trending = DecayedCounter.from_dict(snapshot)
+            log.info("trending restored from its snapshot (%d items)", len(trending))
+        return cls(
+            settings=settings,
+            triton=TritonClient(settings.triton),
+            items=items,
+            users=users,
+            resolver=MediaResolver.from_settings(settings.encoders),
+            cache=ItemCache(items, settings.worker.item_cache_size),
+            fresh=fresh,
+            trending=trending,
+            cooc=new_cooccurrence(rank, counts=tables.cooccurrence, pops=tables.item_popularity),
+            media_slots=asyncio.Semaphore(settings.worker.media_workers),
+        )
+
+
+_context: WorkerContext | None = None
+_lock = asyncio.Lock()
+
+
+async def get_context() -> WorkerContext:
+    global _context
+    async with _lock:
+        if _context is None:
+            _context = await WorkerContext.create(get_settings())
+            log.info("worker context ready (Triton %s, Milvus %s)", _context.settings.triton.url,
+                     _context.settings.milvus.uri)
+    return _context

@@ -1,0 +1,104 @@
+"""Interactions: decode -> item vectors -> user state (dedupe inside) -> lists -> Kafka.
+
+Per batch: one cache/Milvus lookup for all items, each user's state read and
+written in the scope of that user's own event (its table partition), one
+batched ANN search for all touched users, one list per user published, and one
+batched mirror of the new user vectors into Milvus ``users`` for the fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from streams import tables
+from streams.ranking import UserState, ingest_interaction, user_vector
+from streams.records import Interaction, RecordError, decode_interaction, watch_ratio
+from streams.services.context import WorkerContext
+from streams.services.deadletters import send_dead_letter
+from streams.services.event_scope import event_scope
+from streams.services.recommender import Recommender
+from streams.services.retry import until_done
+
+log = logging.getLogger(__name__)
+TRENDING_SNAPSHOT_EVERY_S = 30.0
+
+
+def load_state(raw: dict | None) -> UserState:
+    return UserState.from_dict(raw) if raw else UserState()
+
+
+class InteractionProcessor:
+    def __init__(self, ctx: WorkerContext, recommender: Recommender) -> None:
+        self.ctx = ctx
+        self.recommender = recommender
+        self._last_snapshot = time.monotonic()
+
+    async def handle(self, events: list) -> None:
+        decoded: list[tuple[object, Interaction]] = []
+        for ev in events:
+            try:
+                decoded.append((ev, decode_interaction(ev.message.value)))
+            except RecordError as exc:
+                await send_dead_letter(ev, exc.stage, exc.reason)
+        if not decoded:
+            return
+        items = await until_done("fetch items", lambda: self.ctx.cache.get_many(i.item_id for _, i in decoded),
+                                 self.ctx.settings.worker)
+        cfg = self.ctx.settings.ranking
+        states: dict[str, tuple[UserState, object, Interaction]] = {}
+        changed: set[str] = set()
+        for ev, it in decoded:
+            item = items.get(it.item_id)
+            if item is None:
+                await send_dead_letter(ev, "unknown_item", f"item {it.item_id!r} is not in the catalogue")
+                continue
+            if it.user_id in states:
+                state = states[it.user_id][0]
+            else:
+                with event_scope(ev):
+                    state = load_state(tables.user_state.get(it.user_id))
+            # A taken-down item still marks the event as seen, but teaches nothing.
+            vec = None if it.item_id in tables.takedowns else item.vector
+            ratio = watch_ratio(it, self.ctx.cache.duration(it.item_id))
+            with event_scope(ev):  # co-occurrence rows are table writes too
+                applied = ingest_interaction(state, it.event_id, it.item_id, vec, it.type, ratio, it.ts, cfg,
+                                             cooc=self.ctx.cooc, trending=self.ctx.trending)
+            states[it.user_id] = (state, ev, it)
+            if applied:
+                changed.add(it.user_id)
+            else:
+                log.debug("duplicate event %s for %s ignored", it.event_id, it.user_id)
+        self._maybe_snapshot_trending(decoded[-1][0])
+        if not changed:
+            return
+        for user in changed:
+            state, ev, _ = states[user]
+            with event_scope(ev):
+                tables.user_state[user] = state.to_dict()
+        await self.refresh_lists({u: states[u] for u in changed})
+        vectors = {u: v for u in changed if (v := user_vector(states[u][0])) is not None}
+        if vectors:
+            await until_done("mirror user vectors", lambda: asyncio.to_thread(
+                self.ctx.users.upsert, vectors, int(time.time() * 1000)), self.ctx.settings.worker)
+
+    def _maybe_snapshot_trending(self, ev) -> None:
+        """Trending is soft state: snapshot it now and then so a restart resumes with it.
+
+        Written from inside an event's scope because Faust's table store needs one.
+        """
+        if time.monotonic() - self._last_snapshot < TRENDING_SNAPSHOT_EVERY_S:
+            return
+        with event_scope(ev):
+            tables.trending["snapshot"] = self.ctx.trending.to_dict()
+        self._last_snapshot = time.monotonic()
+
+    async def refresh_lists(self, touched: dict[str, tuple[UserState, object, Interaction]]) -> None:
+        now = max(it.ts for _, _, it in touched.values())
+        lists = await until_done(
+            "recommend", lambda: self.recommender.lists_for({u: s for u, (s, _, _) in touched.items()}, now),
+            self.ctx.settings.worker)
+        for user, recs in lists.items():
+            _, _, it = touched[user]
+            await self.recommender.publish(user, recs, it.event_id, it.ts)

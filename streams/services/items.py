@@ -1,0 +1,115 @@
+"""Item metadata and vectors close at hand: an LRU cache in front of Milvus, and the fresh-upload window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import numpy as np
+
+from streams.ranking import ItemInfo
+from streams.vectors.collections import ItemCollection
+
+log = logging.getLogger(__name__)
+
+
+def item_from_row(row: dict) -> ItemInfo:
+    """A Milvus ``items`` row -> the ranking core's ItemInfo."""
+    modalities = {}
+    for name, field in (("text", "text_vec"), ("audio", "audio_vec"), ("video", "video_vec")):
+        if field in row and name in (row.get("modalities") or "").split(","):
+            modalities[name] = np.asarray(row[field], dtype=np.float32)
+    return ItemInfo(
+        item_id=row["item_id"],
+        creator_id=row.get("creator_id", ""),
+        title=row.get("title", ""),
+        vector=np.asarray(row["vector"], dtype=np.float32),
+        created_at=row.get("created_at", 0) / 1000.0,
+        available=bool(row.get("available", True)),
+        modality_vectors=modalities or None,
+    )
+
+
+class ItemCache:
+    """LRU of ItemInfo keyed by item id; misses are fetched from Milvus in one batched ``get``."""
+
+    def __init__(self, collection: ItemCollection, max_items: int) -> None:
+        self.collection = collection
+        self.max_items = max_items
+        self._items: OrderedDict[str, ItemInfo] = OrderedDict()
+        self._durations: dict[str, float] = {}
+        self.hits = self.misses = 0
+
+    def put(self, item: ItemInfo, duration_s: float | None = None) -> None:
+        self._items[item.item_id] = item
+        self._items.move_to_end(item.item_id)
+        if duration_s:
+            self._durations[item.item_id] = float(duration_s)
+        while len(self._items) > self.max_items:
+            old, _ = self._items.popitem(last=False)
+            self._durations.pop(old, None)
+
+    def duration(self, item_id: str) -> float | None:
+        return self._durations.get(item_id)
+
+    def drop(self, item_id: str) -> None:
+        self._items.pop(item_id, None)
+        self._durations.pop(item_id, None)
+
+    def peek(self, item_id: str) -> ItemInfo | None:
+        return self._items.get(item_id)
+
+    async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
+        """Known items among ``item_ids`` (unknown ones are simply absent)."""
+        found: dict[str, ItemInfo] = {}
+        missing = []
+        for iid in dict.fromkeys(item_ids):
+            item = self._items.get(iid)
+            if item is None:
+                missing.append(iid)
+            else:
+                self._items.move_to_end(iid)
+                found[iid] = item
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            rows = await asyncio.to_thread(self.collection.get, missing)
+            for iid, row in rows.items():
+                item = item_from_row(row)
+                self.put(item, row.get("duration_s"))
+                found[iid] = item
+        return found
+
+
+class FreshItems:
+    """Recent uploads (id, created_at, creator), newest last, within ``window_s``; seeded from Milvus at start."""
+
+    def __init__(self, window_s: float, max_items: int = 5000) -> None:
+        self.window_s = window_s
+        self.max_items = max_items
+        self._items: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, item_id: str, created_at: float) -> None:
+        self._items.pop(item_id, None)
+        self._items[item_id] = created_at
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def remove(self, item_id: str) -> None:
+        self._items.pop(item_id, None)
+
+    def recent(self, now: float, n: int) -> list[tuple[str, float]]:
+        cutoff = now - self.window_s
+        out = [(iid, ts) for iid, ts in self._items.items() if ts >= cutoff]
+        out.sort(key=lambda x: x[1], reverse=True)
+        return out[:n]
+
+    async def seed(self, collection: ItemCollection, n: int) -> None:
+        since_ms = int((time.time() - self.window_s) * 1000)
+        rows = await asyncio.to_thread(collection.fresh, since_ms, n)
+        for row in sorted(rows, key=lambda r: r["created_at"]):
+            self.add(row["item_id"], row["created_at"] / 1000.0)
+        log.info("fresh window seeded with %d items", len(rows))
