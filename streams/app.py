@@ -42,8 +42,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=k.topics.interactions.partitions,
         # Commit only what agents have acked: a crash re-delivers, dedupe makes it idempotent.
-        broker_commit_every=100,
-        broker_commit_interval=1.0,
+        broker_commit_every=10_000,
+        broker_commit_interval=settings.worker.commit_interval_s,
+        broker_session_timeout=settings.worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
         web_enabled=False,
         producer_linger=0.001,
     )

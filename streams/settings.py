@@ -65,7 +65,18 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
     client_id: str = "avrec"
     request_timeout_s: float = Field(default=30.0, gt=0)
-    topics: TopicsSettings = TopicsSettings()
+    # Prepended to every topic name: several deployments (or test runs) can share a cluster.
+    topic_prefix: str = ""
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+
+    @model_validator(mode="after")
+    def _apply_prefix(self) -> "KafkaSettings":
+        if self.topic_prefix:
+            for field_name in TopicsSettings.model_fields:
+                spec = getattr(self.topics, field_name)
+                if not spec.name.startswith(self.topic_prefix):
+                    setattr(self.topics, field_name, spec.model_copy(update={"name": self.topic_prefix + spec.name}))
+        return self
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -161,6 +172,10 @@ class WorkerSettings(BaseModel):
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
+    # Offsets of processed events are committed this often (after the producer is flushed).
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    # How fast the group notices a dead worker and hands its partitions over (kill -9 recovery).
+    session_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseSettings):

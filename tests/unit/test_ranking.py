@@ -51,7 +51,8 @@ def test_defaults_match_the_documented_values(cfg):
     }
     assert cfg.source_weights.model_dump() == {"ann": 1.0, "cooc": 0.6, "fresh": 0.3, "trending": 0.3}
     assert (cfg.half_life_s, cfg.fresh_window_s, cfg.trending_half_life_s) == (7 * 86400, 48 * 3600, 6 * 3600)
-    assert (cfg.ann_candidates, cfg.cooc_candidates, cfg.fresh_candidates, cfg.trending_candidates) == (200, 100, 50, 50)
+    counts = (cfg.ann_candidates, cfg.cooc_candidates, cfg.fresh_candidates, cfg.trending_candidates)
+    assert counts == (200, 100, 50, 50)
     assert (cfg.mmr_lambda, cfg.creator_cap, cfg.top_k, cfg.history_len, cfg.dedupe_window) == (0.8, 2, 20, 50, 512)
 
 
@@ -116,8 +117,8 @@ def test_late_event_is_decayed_not_the_past_grown(cfg):
 
 def test_result_does_not_depend_on_arrival_order(cfg):
     rng = np.random.default_rng(0)
-    events = [(f"e{i}", f"i{i}", rng.normal(size=D), ["view", "like", "skip", "share"][i % 4], T0 + rng.uniform(0, 3 * H))
-              for i in range(30)]
+    types = ["view", "like", "skip", "share"]
+    events = [(f"e{i}", f"i{i}", rng.normal(size=D), types[i % 4], T0 + rng.uniform(0, 3 * H)) for i in range(30)]
     a, b = UserState(), UserState()
     for ev in events:
         apply_interaction(a, ev[0], ev[1], ev[2], ev[3], 0.7, ev[4], cfg)

@@ -179,7 +179,8 @@ def test_every_item_has_reasons_and_output_is_deterministic(cfg):
     a = recommend(s, cand, items, NOW, cfg)
     assert len(a) == cfg.top_k and all(r.reasons for r in a)
     assert len({r.item_id for r in a}) == len(a)
-    shuffled = Candidates(*(random.Random(1).sample(lst, len(lst)) for lst in (cand.ann, cand.cooc, cand.fresh, cand.trending)))
+    rnd = random.Random(1)
+    shuffled = Candidates(*(rnd.sample(lst, len(lst)) for lst in (cand.ann, cand.cooc, cand.fresh, cand.trending)))
     b = recommend(s, shuffled, items, NOW, cfg)
     assert [(r.item_id, r.score, r.reasons) for r in a] == [(r.item_id, r.score, r.reasons) for r in b]
     assert recommend(s, cand, items, NOW, cfg, k=5) == a[:5]
@@ -207,3 +208,28 @@ def test_source_normalisation(world, cfg):
     u = world["a7"].vector
     assert ex["b0"]["ann"] == pytest.approx((float(world["b0"].vector @ u) + 1) / 2, rel=1e-5)
     assert all(v["total"] == pytest.approx(v["ann"] + v["cooc"] + v["fresh"] + v["trending"]) for v in ex.values())
+
+
+def test_inputs_are_not_mutated_and_bad_vectors_do_not_poison_the_list(world, cfg):
+    world["a5"].vector = world["a5"].vector * 3.0  # not unit: must be normalised on a copy
+    before = world["a5"].vector.copy()
+    world["b6"].vector = np.full(D, np.nan, dtype=np.float32)
+    s = user_who_likes(world, ["a0"], cfg)
+    state_before = s.to_dict()
+    cand = Candidates(ann=[(i, 0.0) for i in world], trending=[("b6", float("nan")), ("b5", 1.0)])
+    recs = recommend(s, cand, world, NOW, cfg, k=16)
+    np.testing.assert_array_equal(world["a5"].vector, before)
+    assert s.to_dict() == state_before
+    assert all(np.isfinite(r.score) for r in recs)
+    assert recs[0].item_id.startswith("a")
+    assert [r.item_id for r in recommend(s, cand, world, NOW, cfg, k=16)] == [r.item_id for r in recs]
+
+
+def test_ann_similarities_are_used_without_a_taste_vector(world, cfg):
+    cand = Candidates(ann=[("b1", 0.9), ("a1", -0.5)], trending=[("a2", 1.0)])
+    recs = recommend(None, cand, world, NOW, cfg)
+    assert [r.item_id for r in recs] == ["b1", "a2", "a1"]  # 0.95, 0.3 (trending), 0.25
+    ex = explain_sources(None, cand, world, NOW, cfg)
+    assert ex["b1"]["ann"] == pytest.approx(0.95) and ex["a1"]["ann"] == pytest.approx(0.25)
+    assert ex["a2"]["ann"] == 0.0
+    assert recs[0].reasons == ["matches your recent taste"]
