@@ -126,6 +126,26 @@ def encoders_info() -> None:
         typer.echo(f"{info.tower:7s} {kind:15s} {info.description}  [{info.source}]  ({served})")
 
 
+@app.command("recommend")
+def recommend_cmd(user_id: Annotated[str, typer.Argument(help="The user whose list to show.")]) -> None:
+    """The user's current list and taste state, as the worker last published them."""
+    from streams.state_reader import current_list, current_state
+
+    settings = get_settings()
+    state = current_state(settings, user_id)
+    rec = current_list(settings, user_id)
+    if state is None and rec is None:
+        typer.echo(f"no state and no list for user {user_id!r} (unknown, or forgotten)")
+        raise typer.Exit(1)
+    if state is not None:
+        recent = ", ".join(f"{h.item_id} ({h.event_type})" for h in state.history[-5:])
+        typer.echo(f"{user_id}: {state.n_events} events applied; recent: {recent or '-'}")
+    if rec is not None:
+        typer.echo(f"list from event {rec.source_event_id} ({rec.model_version}):")
+        for rank, item in enumerate(rec.items, 1):
+            typer.echo(f"{rank:3d}. {item.item_id:24s} {item.score:7.3f}  {'; '.join(item.reasons)}")
+
+
 @app.command("worker")
 def worker(
     loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",

@@ -163,6 +163,10 @@ def _unit_rows(m: np.ndarray) -> np.ndarray:
     return m
 
 
+def _nan_last(x: float) -> float:
+    return x if x == x else -np.inf  # NaN != NaN: a NaN score ranks last
+
+
 def _score_pool(
     state: UserState | None,
     candidates: Candidates,
@@ -222,8 +226,7 @@ def _score_pool(
     trend_norm = np.zeros(n)
     in_trend = [j for j, i in enumerate(ids) if i in trend]
     if in_trend:
-        # NaN scores rank last.
-        ranked = sorted(in_trend, key=lambda j: (-np.nan_to_num(trend[ids[j]], nan=-np.inf), ids[j]))
+        ranked = sorted(in_trend, key=lambda j: (-_nan_last(trend[ids[j]]), ids[j]))
         m = len(ranked)
         trend_norm[ranked] = 1.0 - np.arange(m) / m
 

@@ -220,3 +220,28 @@ def test_forget_me_removes_state_vector_and_lists(worker, catalogue):
     assert recs
     changelog.close()
     consumer.close()
+
+
+def test_recommend_command_shows_the_current_state_and_list(worker, catalogue):
+    import os
+    import subprocess
+    import sys
+
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    consumer = worker.consumer("recommendations")
+    events = [{"event_id": f"r{k}-{user}", "user_id": user, "item_id": f"b{k}", "type": "like", "ts": NOW + k}
+              for k in range(3)]
+    worker.produce("interactions", events)
+    got = poll_until(consumer, lambda rs: (r := latest_list(rs, user)) is not None
+                     and r.source_event_id == events[-1]["event_id"], 60, worker)
+    consumer.close()
+    top = latest_list(got, user).items[0].item_id
+    out = subprocess.run([sys.executable, "-m", "streams", "recommend", user], env={**os.environ, **worker.env},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"{user}: 3 events applied" in out.stdout
+    assert f"list from event {events[-1]['event_id']}" in out.stdout
+    assert f"  1. {top}" in out.stdout
+    missing = subprocess.run([sys.executable, "-m", "streams", "recommend", "nobody-at-all"],
+                             env={**os.environ, **worker.env}, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no state and no list" in missing.stdout
