@@ -52,6 +52,20 @@ class TopicsSettings(BaseModel):
     )
     control_dlq: TopicSpec = TopicSpec(name="control.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_with_defaults(cls, data: Any) -> Any:
+        """``AVREC_KAFKA__TOPICS__INTERACTIONS__PARTITIONS=12`` changes only the partitions:
+        a partial override is laid over that topic's defaults instead of replacing them."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, dict) and isinstance(field.default, TopicSpec):
+                merged[name] = {**field.default.model_dump(), **value}
+        return merged
+
     def all(self) -> list[TopicSpec]:
         return [getattr(self, name) for name in type(self).model_fields]
 
