@@ -133,10 +133,43 @@ class ManagedProcess:
         """True when the pid file names a process that has already died."""
         return self.pid_file.exists() and self.pid() is None
 
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _group_leftovers(self, pgid: int) -> list[int]:
+        """Live processes still in the service's process group (e.g. Triton's Python stubs
+        after tritonserver itself died), recognised by our state dir in their command line."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                stat = (proc / "stat").read_bytes()
+                if int(stat.split(b") ", 1)[1].split()[2]) != pgid:
+                    continue
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+            if str(self.run_dir.parent) in cmdline or self.marker in cmdline:
+                found.append(int(proc.name))
+        return found
+
     def stop(self, timeout_s: float) -> bool:
         """SIGTERM the process group, wait, then SIGKILL. Returns True if it was running."""
         pid = self.pid()
         if pid is None:
+            # The leader is gone, but its children may linger (a failed start): kill them too.
+            recorded = self._recorded_pid()
+            if recorded is not None:
+                for child in self._group_leftovers(recorded):
+                    log.warning("%s: killing leftover process %d of a dead server", self.name, child)
+                    try:
+                        os.kill(child, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             self.pid_file.unlink(missing_ok=True)
             return False
         self._signal_group(pid, signal.SIGTERM)

@@ -82,9 +82,12 @@ class TritonServer(LocalService):
             )
         dest = self.backend_dir / "python"
         dest.mkdir(parents=True, exist_ok=True)
-        for f in (root / "backends" / "python").iterdir():
-            shutil.copy2(f, dest / f.name)
-        shutil.copy2(stub, dest / stub.name)
+        for f in [*(root / "backends" / "python").iterdir(), stub]:
+            # Copy then rename: replacing a binary that a lingering process still executes
+            # would fail with "Text file busy"; a rename never does.
+            tmp = dest / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, dest / f.name)
         if not self.stack.triton_model_repository.is_dir():
             raise MissingDependency(f"model repository {self.stack.triton_model_repository} does not exist.")
 
