@@ -45,6 +45,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from streams.exceptions import AvrecError
@@ -97,6 +98,9 @@ class RecordError(AvrecError):
 # ---------------------------------------------------------------- field types
 
 
+_ID_FORBIDDEN = frozenset("'\\")
+
+
 def _check_id(v: str) -> str:
     if not v.strip():
         raise ValueError("must be a non-empty string")
@@ -104,6 +108,10 @@ def _check_id(v: str) -> str:
         raise ValueError(f"must be at most {MAX_ID_CHARS} characters (got {len(v)})")
     if any(unicodedata.category(c) == "Cc" for c in v):
         raise ValueError("must not contain control characters")
+    if any(c in _ID_FORBIDDEN for c in v):
+        # Milvus builds primary-key expressions as '<id>' without escaping (upsert, get and
+        # delete by id all fail on these), so such an id could never be stored.
+        raise ValueError("must not contain an apostrophe or a backslash (' \\)")
     return v
 
 
@@ -197,6 +205,14 @@ class Upload(_Record):
     thumbnail_uri: Uri | None = None
     duration_s: Annotated[float, AfterValidator(_check_duration)] | None = None
     created_at: Timestamp
+
+    @model_validator(mode="after")
+    def _has_content(self) -> "Upload":
+        # An item is understood by its text or its media; with neither there is nothing to encode.
+        has_text = bool(self.title.strip() or self.description.strip() or any(t.strip() for t in self.tags))
+        if not has_text and not self.audio_uri and not self.video_uri:
+            raise ValueError("title: an upload needs a title, description, tags or an audio/video URI")
+        return self
 
     def kafka_key(self) -> bytes:
         return self.item_id.encode()

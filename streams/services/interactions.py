@@ -65,10 +65,12 @@ class InteractionProcessor:
             with event_scope(ev):  # co-occurrence rows are table writes too
                 applied = ingest_interaction(state, it.event_id, it.item_id, vec, it.type, ratio, it.ts, cfg,
                                              cooc=self.ctx.cooc, trending=self.ctx.trending)
-            states[it.user_id] = (state, ev, it)
             if applied:
+                # The list is tagged with the user's last *applied* event, never a dropped duplicate.
+                states[it.user_id] = (state, ev, it)
                 changed.add(it.user_id)
             else:
+                states.setdefault(it.user_id, (state, ev, it))
                 log.debug("duplicate event %s for %s ignored", it.event_id, it.user_id)
         self._maybe_snapshot_trending(decoded[-1][0])
         if not changed:
