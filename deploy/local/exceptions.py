@@ -25,3 +25,7 @@ class DownloadFailed(StackError):
 
 class NotReady(StackError):
     """A service started but did not become ready in time."""
+
+
+class ExitedDuringStartup(NotReady):
+    """The server process died before it became ready."""

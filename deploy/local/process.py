@@ -85,6 +85,7 @@ class ManagedProcess:
     run_dir: Path
     marker: str  # a string that must appear in /proc/<pid>/cmdline, guarding against pid reuse
     env: dict[str, str] = field(default_factory=dict)
+    _popen: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def pid_file(self) -> Path:
@@ -125,12 +126,19 @@ class ManagedProcess:
                 env=env,
                 start_new_session=True,
             )
+        self._popen = proc
         self.pid_file.write_text(str(proc.pid))
         log.info("%s started, pid %d, log %s", self.name, proc.pid, self.log_file)
         return proc.pid
 
+    def exit_code(self) -> int | None:
+        """The exit status, when this object started the process and it has ended."""
+        return self._popen.poll() if self._popen is not None else None
+
     def exited_early(self) -> bool:
-        """True when the pid file names a process that has already died."""
+        """True when the process this object started (or the pid file names) has died."""
+        if self._popen is not None:
+            return self._popen.poll() is not None
         return self.pid_file.exists() and self.pid() is None
 
     def _recorded_pid(self) -> int | None:

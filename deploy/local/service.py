@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local.exceptions import AlreadyRunning, NotReady
+from deploy.local.exceptions import AlreadyRunning, ExitedDuringStartup, NotReady
 from deploy.local.process import ManagedProcess, check_port_free
 from streams.settings import Settings
 
@@ -89,9 +89,10 @@ class LocalService(ABC):
         delay = 0.05
         while True:
             if self.process.exited_early():
-                raise NotReady(
-                    f"{self.name} exited during start-up. Last lines of {self.process.log_file}:\n"
-                    f"{self.process.tail()}"
+                time.sleep(0.5)  # let the dying process's last log lines land before quoting them
+                raise ExitedDuringStartup(
+                    f"{self.name} exited during start-up (exit status {self.process.exit_code()}). "
+                    f"Last lines of {self.process.log_file}:\n{self.process.tail()}"
                 )
             try:
                 if self.is_ready():
@@ -108,6 +109,22 @@ class LocalService(ABC):
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
+
+    def start_and_wait(self) -> None:
+        """Start and wait for readiness; a server that dies at once is given one more try.
+
+        A port freed a moment ago by the previous instance (a restart) is the usual
+        cause; a second failure is reported with the log.
+        """
+        try:
+            self.start()
+            self.wait_ready()
+        except ExitedDuringStartup as first:
+            log.warning("%s; retrying once in 2 s", str(first).splitlines()[0])
+            self.stop()
+            time.sleep(2.0)
+            self.start()
+            self.wait_ready()
 
     def stop(self) -> bool:
         return self.process.stop(self.stack.stop_timeout_s)

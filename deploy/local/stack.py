@@ -68,8 +68,7 @@ class LocalStack:
                 if name in running:
                     continue
                 t0 = time.monotonic()
-                svc.start()
-                svc.wait_ready()
+                svc.start_and_wait()
                 report.started.append(name)
                 report.seconds[name] = round(time.monotonic() - t0, 2)
                 if name == "kafka":

@@ -194,6 +194,7 @@ class ALS(_Base):
 
         from implicit.cpu.als import AlternatingLeastSquares
         from scipy.sparse import csr_matrix
+        from threadpoolctl import threadpool_limits
 
         t0 = time.perf_counter()
         users = list(self.rows)
@@ -209,7 +210,10 @@ class ALS(_Base):
                        shape=(len(users), n_items))
         model = AlternatingLeastSquares(factors=self.factors, regularization=self.reg, alpha=self.alpha,
                                         iterations=self.iterations, random_state=self.seed)
-        model.fit(m, show_progress=False)
+        # implicit runs its own threads; a BLAS thread pool under them oversubscribes the cores
+        # (implicit warns about exactly this), so BLAS is limited to one thread during the fit.
+        with threadpool_limits(1, "blas"):
+            model.fit(m, show_progress=False)
         self.user_f = np.asarray(model.user_factors, dtype=np.float64)
         self.item_f = np.asarray(model.item_factors, dtype=np.float64)
         self.known_items = np.asarray(m.getnnz(axis=0) > 0)

@@ -1,0 +1,101 @@
+"""``avrec eval``: the prequential replay evaluation (wired into streams/cli.py by ``register``)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def eval_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory: ml-100k, ml-latest or JSONL layout.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md, plots and summary.json.")] = Path(
+        "reports/eval"),
+    train_frac: Annotated[float, typer.Option(help="Share of interactions that only train.")] = 0.8,
+    end_frac: Annotated[float, typer.Option(help="Stop after this share (e.g. 0.8 with --train-frac 0.7 "
+                                                 "evaluates the 70-80% validation segment).")] = 1.0,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods; 'itemknn@VARIANT' runs a baseline "
+                                              "on a variant's state.")] =
+        "mostpop,decayedpop,itemknn,content,als,als-foldin,hybrid",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override the live ranking settings, KEY=VALUE (dotted keys), repeatable.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option(
+        help="Extra hybrid, NAME:KEY=VALUE,KEY=VALUE (on top of the live settings), repeatable.")] = None,
+    ks: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10,20",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N interactions.")] = None,
+    als_refit_frac: Annotated[float, typer.Option(help="Refit ALS after every this share of test events.")] = 0.05,
+    als_factors: Annotated[int, typer.Option()] = 64,
+    als_alpha: Annotated[float, typer.Option()] = 10.0,
+    als_reg: Annotated[float, typer.Option()] = 0.05,
+    als_iterations: Annotated[int, typer.Option()] = 15,
+    cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
+    device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
+    report: Annotated[Optional[Path], typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
+    json_out: Annotated[Optional[str], typer.Option(
+        "--json", help="Write the JSON summary here ('-' = stdout; default OUT/summary.json).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Replay through Kafka and the worker (not implemented).")
+                    ] = False,
+) -> None:
+    """Prequential (test-then-train) replay: HR/NDCG@K, coverage, diversity, novelty for the hybrid and baselines."""
+    from streams.evaluation.overrides import OverrideError, apply_overrides, parse_variant
+    from streams.evaluation.protocol import ALSParams, EvalConfig
+    from streams.evaluation.runner import RunOptions, evaluate
+    from streams.settings import get_settings
+
+    if live:
+        typer.echo("avrec eval --live is not implemented yet; run the offline evaluation.", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    try:
+        ranking = apply_overrides(settings.ranking, set_ or [])
+        variants = dict(parse_variant(v, settings.ranking) for v in (variant or []))
+    except OverrideError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        k_list = tuple(sorted({int(k) for k in _csv(ks)}))
+    except ValueError:
+        raise typer.BadParameter(f"--k must be comma-separated integers, got {ks!r}") from None
+    if not k_list or k_list[0] < 1:
+        raise typer.BadParameter("--k needs at least one cut-off >= 1")
+    cfg = EvalConfig(
+        train_frac=train_frac, end_frac=end_frac, ks=k_list, methods=tuple(_csv(methods)), variants=variants,
+        als=ALSParams(refit_frac=als_refit_frac, factors=als_factors, regularization=als_reg, alpha=als_alpha,
+                      iterations=als_iterations),
+    )
+    json_path = None if json_out in (None, "-") else Path(json_out)
+    opts = RunOptions(
+        dataset=dataset, out=out, ranking=ranking, config=cfg, limit=limit, cache_dir=cache_dir, device=device,
+        fusion_checkpoint=settings.encoders.fusion_checkpoint, dim=settings.encoders.dim, report_path=report,
+        json_path=json_path, command="avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    try:
+        doc = evaluate(opts)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"avrec eval: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if json_out == "-":
+        typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+        return
+    for name, m in doc["methods"].items():
+        typer.echo(f"{name:24s} HR@{k_list[-1]} {m[f'hr@{k_list[-1]}']:.4f}  NDCG@{k_list[-1]} "
+                   f"{m[f'ndcg@{k_list[-1]}']:.4f}  coverage {m['coverage']:.3f}")
+    for name, b in doc["bar"].items():
+        typer.echo(f"bar for {name}: {b['relative_gain']:+.1%} HR vs {b['best_baseline']}, coverage "
+                   f"{b['coverage_ratio'] - 1:+.1%}: {'PASS' if b['passed'] else 'FAIL'}")
+    typer.echo(f"report: {report or out / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``avrec eval`` to the CLI."""
+    app.command("eval")(eval_cmd)
