@@ -150,6 +150,15 @@ def serve_batch(
     return responses
 
 
+def split_rows(array: np.ndarray, counts: Sequence[int], name: str) -> list[dict[str, np.ndarray]]:
+    """Split a batch computed for several requests back into one output dict per request."""
+    out, start = [], 0
+    for n in counts:
+        out.append({name: array[start : start + n]})
+        start += n
+    return out
+
+
 def error_response(pb_utils: Any, message: str, invalid: bool) -> Any:
     """A response carrying only an error. Bad input is INVALID_ARG (HTTP 400, gRPC
     INVALID_ARGUMENT), so clients know not to retry it; anything else is INTERNAL."""

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from encoders.serving import ModelContext, RequestRejected, check_config, check_waveform, input_array, serve_batch  # noqa: E402
+from encoders.serving import ModelContext, RequestRejected, check_config, split_rows, check_waveform, input_array, serve_batch  # noqa: E402
 from encoders.towers import build_audio  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -45,11 +45,7 @@ class TritonPythonModel:
     def _compute(self, payloads):
         flat = [torch.from_numpy(w) for wavs in payloads for w in wavs]
         emb = self.tower(flat).cpu().numpy().astype(np.float32)
-        out, start = [], 0
-        for wavs in payloads:
-            out.append({"EMBEDDING": emb[start : start + len(wavs)]})
-            start += len(wavs)
-        return out
+        return split_rows(emb, [len(p) for p in payloads], "EMBEDDING")
 
     def execute(self, requests):
         return serve_batch(pb_utils, requests, self._parse, self._compute)

@@ -22,7 +22,7 @@ _use_avrec_environment()
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from encoders.serving import ModelContext, RequestRejected, check_config, input_array, serve_batch, to_text  # noqa: E402
+from encoders.serving import ModelContext, RequestRejected, check_config, split_rows, input_array, serve_batch, to_text  # noqa: E402
 from encoders.towers import build_text  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -51,11 +51,7 @@ class TritonPythonModel:
     def _compute(self, payloads):
         flat = [t for texts in payloads for t in texts]
         emb = self.tower(flat).numpy().astype(np.float32)
-        out, start = [], 0
-        for texts in payloads:
-            out.append({"EMBEDDING": emb[start : start + len(texts)]})
-            start += len(texts)
-        return out
+        return split_rows(emb, [len(p) for p in payloads], "EMBEDDING")
 
     def execute(self, requests):
         return serve_batch(pb_utils, requests, self._parse, self._compute)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from encoders.serving import ModelContext, RequestRejected, check_config, check_frames, input_array, serve_batch  # noqa: E402
+from encoders.serving import ModelContext, RequestRejected, check_config, split_rows, check_frames, input_array, serve_batch  # noqa: E402
 from encoders.towers import build_video  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -46,11 +46,7 @@ class TritonPythonModel:
     def _compute(self, payloads):
         flat = [torch.from_numpy(np.ascontiguousarray(c)) for clips in payloads for c in clips]
         emb = self.tower(flat).cpu().numpy().astype(np.float32)
-        out, start = [], 0
-        for clips in payloads:
-            out.append({"EMBEDDING": emb[start : start + len(clips)]})
-            start += len(clips)
-        return out
+        return split_rows(emb, [len(p) for p in payloads], "EMBEDDING")
 
     def execute(self, requests):
         return serve_batch(pb_utils, requests, self._parse, self._compute)
