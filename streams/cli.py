@@ -171,9 +171,11 @@ def run(loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info") -> 
 
 
 def _register_event_commands() -> None:
+    from streams.evaluation.cli import register as register_eval
     from streams.events_cli import register
 
     register(app)
+    register_eval(app)
 
 
 _register_event_commands()

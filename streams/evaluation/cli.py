@@ -6,7 +6,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -28,12 +28,12 @@ def eval_cmd(
     methods: Annotated[str, typer.Option(help="Comma-separated methods; 'itemknn@VARIANT' runs a baseline "
                                               "on a variant's state.")] =
         "mostpop,decayedpop,itemknn,content,als,als-foldin,hybrid",
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override the live ranking settings, KEY=VALUE (dotted keys), repeatable.")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option(
+    variant: Annotated[list[str] | None, typer.Option(
         help="Extra hybrid, NAME:KEY=VALUE,KEY=VALUE (on top of the live settings), repeatable.")] = None,
     ks: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10,20",
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N interactions.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N interactions.")] = None,
     als_refit_frac: Annotated[float, typer.Option(help="Refit ALS after every this share of test events.")] = 0.05,
     als_factors: Annotated[int, typer.Option()] = 64,
     als_alpha: Annotated[float, typer.Option()] = 10.0,
@@ -41,11 +41,9 @@ def eval_cmd(
     als_iterations: Annotated[int, typer.Option()] = 15,
     cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
     device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
-    report: Annotated[Optional[Path], typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
-    json_out: Annotated[Optional[str], typer.Option(
+    report: Annotated[Path | None, typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
+    json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the JSON summary here ('-' = stdout; default OUT/summary.json).")] = None,
-    live: Annotated[bool, typer.Option("--live", help="Replay through Kafka and the worker (not implemented).")
-                    ] = False,
 ) -> None:
     """Prequential (test-then-train) replay: HR/NDCG@K, coverage, diversity, novelty for the hybrid and baselines."""
     from streams.evaluation.overrides import OverrideError, apply_overrides, parse_variant
@@ -53,9 +51,6 @@ def eval_cmd(
     from streams.evaluation.runner import RunOptions, evaluate
     from streams.settings import get_settings
 
-    if live:
-        typer.echo("avrec eval --live is not implemented yet; run the offline evaluation.", err=True)
-        raise typer.Exit(2)
     settings = get_settings()
     try:
         ranking = apply_overrides(settings.ranking, set_ or [])

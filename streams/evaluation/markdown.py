@@ -14,8 +14,8 @@ def _date(ts: float) -> str:
 
 def _bar_line(name: str, b: dict[str, Any], k: int) -> str:
     verdict = "**meets the bar**" if b["passed"] else "**does not meet the bar**"
-    return (f"- `{name}`: HR@{k} {b['hr@20']:.4f} vs best baseline `{b['best_baseline']}` "
-            f"{b['baseline_hr@20']:.4f} ({b['relative_gain']:+.1%}); coverage {b['coverage']:.3f} vs "
+    return (f"- `{name}`: HR@{k} {b[f'hr@{k}']:.4f} vs best baseline `{b['best_baseline']}` "
+            f"{b[f'baseline_hr@{k}']:.4f} ({b['relative_gain']:+.1%}); coverage {b['coverage']:.3f} vs "
             f"{b['baseline_coverage']:.3f} ({b['coverage_ratio'] - 1:+.1%}): {verdict}")
 
 
@@ -32,7 +32,7 @@ def render_report(doc: dict[str, Any], plots: list[str]) -> str:
         "",
         f"- Data: `{d['path']}` ({d['layout']}): {d['items']} items, {d['interactions']} interactions"
         + (f" (first {d['limit']})" if d.get("limit") else "") + ".",
-        f"- Interactions 0–{p['train_interactions']} only train; the next {p['test_interactions']} "
+        f"- The first {p['train_interactions']} interactions only train; the next {p['test_interactions']} "
         f"(fractions {p['train_frac']}–{p['end_frac']}" + (f", {_date(ts[0])} onwards" if ts else "")
         + ") are test-then-train: each method gives the user's top-K from the state before the event, "
         "then the event is applied to every state.",
@@ -52,7 +52,7 @@ def render_report(doc: dict[str, Any], plots: list[str]) -> str:
         "List len: mean list length (empty or short lists count as misses). Seconds: time in this method's "
         "list computations (and ALS fits).",
         "",
-        "Positive-only targets (dislikes, i.e. ratings below 3 on MovieLens, left out):",
+        "Positive-only targets (targets whose event has a negative weight left out, e.g. dislikes: MovieLens ratings below 3):",
         "",
         positive_table(doc["methods"]),
         "",
@@ -62,9 +62,9 @@ def render_report(doc: dict[str, Any], plots: list[str]) -> str:
                   f"≤ {BAR_COVERAGE_LOSS:.0%} coverage loss", ""]
         for name, b in doc["bar"].items():
             lines.append(_bar_line(name, b, k))
-            if "with_same_store_baselines" in b:
-                lines.append("  - counting baselines on this variant's own state too: "
-                             + _bar_line(name, b["with_same_store_baselines"], k)[2:])
+            if "with_same_state_baselines" in b:
+                lines.append("  - counting the baselines run on this variant's own state too: "
+                             + _bar_line(name, b["with_same_state_baselines"], k)[2:])
         lines.append("")
     s = doc["settings"]
     lines += ["## Settings", ""]
@@ -74,6 +74,13 @@ def render_report(doc: dict[str, Any], plots: list[str]) -> str:
     for name, vd in s["variants"].items():
         lines.append(f"- `{name}`: " + (", ".join(f"`{key}` = {v[1]!r}" for key, v in vd.items()) or "defaults")
                      + ".")
+    states: dict[str, list[str]] = {}
+    for name, m in doc["methods"].items():
+        states.setdefault(m.get("state") or "?", []).append(name)
+    if len(states) > 1:
+        for sid, names in states.items():
+            what = "the live settings' state" if sid == "s0" else "a variant's own state"
+            lines.append(f"- State `{sid}` ({what}): " + ", ".join(f"`{n}`" for n in names) + ".")
     a = s["als"]
     lines += [f"- ALS: {a['factors']} factors, regularization {a['regularization']}, alpha {a['alpha']}, "
               f"{a['iterations']} iterations, refit every {a['refit_frac']:.0%} of the test events "

@@ -208,11 +208,12 @@ class ALS(_Base):
         n_items = len(self.cat.ids)
         m = csr_matrix((np.asarray(vals, np.float32), np.asarray(cols, np.int64), np.asarray(indptr, np.int64)),
                        shape=(len(users), n_items))
-        model = AlternatingLeastSquares(factors=self.factors, regularization=self.reg, alpha=self.alpha,
-                                        iterations=self.iterations, random_state=self.seed)
         # implicit runs its own threads; a BLAS thread pool under them oversubscribes the cores
-        # (implicit warns about exactly this), so BLAS is limited to one thread during the fit.
+        # (implicit warns about exactly this), so BLAS is limited to one thread, including the
+        # BLAS that scipy/implicit may only just have loaded above.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=self.factors, regularization=self.reg, alpha=self.alpha,
+                                            iterations=self.iterations, random_state=self.seed)
             model.fit(m, show_progress=False)
         self.user_f = np.asarray(model.user_factors, dtype=np.float64)
         self.item_f = np.asarray(model.item_factors, dtype=np.float64)

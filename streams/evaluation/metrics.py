@@ -18,8 +18,8 @@ the unit tests check them against hand-computed cases. Definitions:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from streams.evaluation.dataset import Event, EvalLog, Upload
+from streams.evaluation.dataset import EvalLog, Event, Upload
 from streams.evaluation.methods import ALS, ContentOnly, DecayedPop, Hybrid, ItemKNN, Method, MostPop
 from streams.evaluation.metrics import MethodMetrics
 from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature
@@ -67,8 +67,14 @@ class EvalResult:
     als_fits: int = 0
     als_fit_seconds: float = 0.0
 
+    states: dict[str, str] = field(default_factory=dict)  # method -> id of the core state it reads
+
     def summary(self) -> dict[str, dict]:
-        return {name: m.summary(self.catalogue_size) for name, m in self.metrics.items()}
+        out = {}
+        for name, m in self.metrics.items():
+            out[name] = m.summary(self.catalogue_size)
+            out[name]["state"] = self.states.get(name)
+        return out
 
 
 def _build(cfg: EvalConfig, ranking: RankingSettings, cat: Catalogue, n_test: int
@@ -195,8 +201,10 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
     t_end = time.perf_counter()
     t_test = t_test if t_test is not None else t_end
     als = [m for m in methods if isinstance(m, ALS)]
+    state_ids = {id(c): f"s{k}" for k, c in enumerate(core_list)}  # s0: the live settings' state
     return EvalResult(
         metrics=metrics, n_train=train_end, n_test=n_test, n_targets=n_targets,
         catalogue_size=int(cat.available.sum()), train_seconds=t_test - t_start, test_seconds=t_end - t_test,
         bucket_ts=bucket_ts, als_fits=sum(m.fits for m in als), als_fit_seconds=sum(m.fit_seconds for m in als),
+        states={m.name: state_ids[id(m.core)] for m in methods},
     )

@@ -30,6 +30,7 @@ class BarCheck:
     baseline_hr: float
     coverage: float
     baseline_coverage: float
+    k: int = 20
 
     @property
     def gain(self) -> float:
@@ -44,8 +45,8 @@ class BarCheck:
         return self.gain >= BAR_HR_GAIN and self.coverage_ratio >= 1.0 - BAR_COVERAGE_LOSS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "best_baseline": self.best_baseline, "hr@20": self.hr,
-                "baseline_hr@20": self.baseline_hr, "relative_gain": self.gain, "coverage": self.coverage,
+        return {"method": self.method, "best_baseline": self.best_baseline, f"hr@{self.k}": self.hr,
+                f"baseline_hr@{self.k}": self.baseline_hr, "relative_gain": self.gain, "coverage": self.coverage,
                 "baseline_coverage": self.baseline_coverage, "coverage_ratio": self.coverage_ratio,
                 "passed": self.passed}
 
@@ -57,7 +58,7 @@ def bar_check(summary: dict[str, dict], method: str, baselines: list[str], k: in
         return None
     best = max(present, key=lambda b: summary[b][f"hr@{k}"])
     m, b = summary[method], summary[best]
-    return BarCheck(method, best, m[f"hr@{k}"], b[f"hr@{k}"], m["coverage"], b["coverage"])
+    return BarCheck(method, best, m[f"hr@{k}"], b[f"hr@{k}"], m["coverage"], b["coverage"], k)
 
 
 def _fmt(v: Any, spec: str) -> str:

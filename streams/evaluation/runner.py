@@ -57,18 +57,23 @@ def evaluate(opts: RunOptions) -> dict[str, Any]:
     kmax = max(opts.config.ks)
     names = list(summary)
     baselines = _baseline_names(names)
-    plain = [b for b in baselines if "@" not in b]  # baselines on the live settings' state
+    # The bar is judged against the baselines on the live settings' state ("s0"): those are the plain
+    # baselines of the issue. A variant that changes how state is built (e.g. the co-occurrence window)
+    # is also checked against baselines run on its own state, so a better store is not mistaken for a
+    # better ranking.
+    plain = [b for b in baselines if summary[b]["state"] == "s0"]
     hybrids = [n for n in names if n not in baselines]
     bars = {}
     for h in hybrids:
         chk = bar_check(summary, h, plain, kmax)
-        if chk is not None:
-            bars[h] = chk.as_dict()
-        same_store = [b for b in baselines if b.endswith(f"@{h}")]
-        if same_store:
-            chk2 = bar_check(summary, h, plain + same_store, kmax)
+        if chk is None:
+            continue
+        bars[h] = chk.as_dict()
+        own = [b for b in baselines if summary[b]["state"] == summary[h]["state"] and b not in plain]
+        if own:
+            chk2 = bar_check(summary, h, plain + own, kmax)
             if chk2 is not None:
-                bars[h]["with_same_store_baselines"] = chk2.as_dict()
+                bars[h]["with_same_state_baselines"] = chk2.as_dict()
 
     positives = next(iter(summary.values()))["positive_targets"] if summary else 0
     doc: dict[str, Any] = {

@@ -11,7 +11,6 @@ differ only in how lists are ranked share one (see :func:`ingest_signature`).
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 
 import numpy as np
 
@@ -124,7 +123,7 @@ def excluded(state: UserState | None, index: dict[str, int]) -> list[int]:
     return out
 
 
-class SeenLog(OrderedDict):
+class SeenLog(dict):
     """Exact per-user sets of items interacted with (unbounded, unlike the LRU in UserState): picks targets."""
 
     def add(self, user: str, item: int) -> bool:

@@ -249,14 +249,20 @@ def _mmr(pool: _Pool, k: int, cfg: RankingSettings) -> list[int]:
         # fall back to the whole pool in the rare case the creator cap starves it.
         top = np.argsort(-pool.score, kind="stable")[: max(m, k)]
         top.sort()  # keep id order so argmax ties still go to the smallest id
-        picked = _mmr_over(pool, top, k, cfg)
+        picked = _mmr_over(pool, top, k, cfg, soft_cap=False)
         if len(picked) == k:
             return picked
-    return _mmr_over(pool, np.arange(n), k, cfg)
+    return _mmr_over(pool, np.arange(n), k, cfg, soft_cap=True)
 
 
-def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings) -> list[int]:
-    """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order."""
+def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_cap: bool) -> list[int]:
+    """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order.
+
+    With ``soft_cap`` the creator cap yields when it alone would leave the list
+    short: once every remaining item belongs to a capped creator, they become
+    eligible again. A catalogue where one "creator" owns everything (MovieLens
+    replays, single-studio catalogues) still gets full lists.
+    """
     n = len(idx)
     score = pool.score[idx]
     vecs = pool.vecs[idx]
@@ -279,6 +285,7 @@ def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings) -> lis
     mmr_scale = 1.0 - lam
     picked: list[int] = []
     buf = np.empty(n)
+    capped = np.zeros(n, dtype=bool)  # eligible items held back only by the creator cap
     while len(picked) < k:
         if mmr_scale > 0:
             mmr = np.multiply(max_sim, -mmr_scale, out=buf)
@@ -287,14 +294,21 @@ def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings) -> lis
             mmr = base
         j = int(np.argmax(mmr))
         if base[j] == -np.inf:
-            break
+            if not (soft_cap and capped.any()):
+                break
+            base[capped] = lam * rel[capped]  # lift the cap rather than return a short list
+            capped[:] = False
+            creators = None
+            continue
         picked.append(j)
         base[j] = -np.inf
         if creators is not None:
             c = int(creators[j])
             counts[c] = counts.get(c, 0) + 1
             if counts[c] >= cap:
-                base[creators == c] = -np.inf
+                hit = (creators == c) & (base != -np.inf)
+                capped |= hit
+                base[hit] = -np.inf
         if mmr_scale > 0 and vecs.shape[1]:
             np.maximum(max_sim, vecs @ vecs[j], out=max_sim)
     return [int(idx[j]) for j in picked]
@@ -375,7 +389,8 @@ def recommend(
 
     ``items`` must hold every candidate (missing ones are dropped) and, for
     reasons naming them, the user's history items. Fewer than ``k`` come back
-    when filtering or the creator cap leaves fewer eligible items.
+    only when filtering leaves fewer eligible items; the creator cap yields rather
+    than shorten the list.
     """
     k = cfg.top_k if k is None else int(k)
     pool = _score_pool(state, candidates, items, now, cfg, taken_down)

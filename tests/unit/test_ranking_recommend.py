@@ -98,15 +98,30 @@ def test_creator_cap_is_respected(world, cfg):
     for n, iid in enumerate(sorted(world)):
         world[iid].creator_id = "big" if iid.startswith("a") else f"c{n % 3}"
     s = user_who_likes(world, ["a0"], cfg)
-    recs = recommend(s, Candidates(ann=[(i, 0.0) for i in world]), world, NOW, cfg, k=10)
+    recs = recommend(s, Candidates(ann=[(i, 0.0) for i in world]), world, NOW, cfg, k=8)
     per = {}
     for r in recs:
         per[world[r.item_id].creator_id] = per.get(world[r.item_id].creator_id, 0) + 1
-    assert per["big"] == 2 and max(per.values()) <= 2
-    assert len(recs) == 2 + 6  # "big" capped at 2, three other creators x 2; fewer than k is fine
+    # Eight slots, four creators: the cap holds ("big", whose items the user likes most, gets 2).
+    assert len(recs) == 8 and per["big"] == 2 and max(per.values()) <= 2
     capless = recommend(s, Candidates(ann=[(i, 0.0) for i in world]), world, NOW,
-                        cfg.model_copy(update={"creator_cap": 0}), k=10)
-    assert len(capless) == 10
+                        cfg.model_copy(update={"creator_cap": 0}), k=8)
+    assert sum(world[r.item_id].creator_id == "big" for r in capless) > 2
+
+
+def test_creator_cap_yields_rather_than_shorten_the_list(world, cfg):
+    """One creator owning the catalogue (MovieLens replays) still gets full lists, cap items first."""
+    for n, iid in enumerate(sorted(world)):
+        world[iid].creator_id = "studio" if n % 5 else f"indie{n}"
+    s = user_who_likes(world, ["a0"], cfg)
+    recs = recommend(s, Candidates(ann=[(i, 0.0) for i in world]), world, NOW, cfg, k=10)
+    eligible = len(world) - 1  # a0 was liked, so it is filtered
+    assert len(recs) == min(10, eligible)
+    creators = [world[r.item_id].creator_id for r in recs]
+    indies = sum(c != "studio" for c in creators)
+    # While the cap holds, every indie item comes before the third studio item.
+    third_studio = [k for k, c in enumerate(creators) if c == "studio"][2]
+    assert sum(c != "studio" for c in creators[:third_studio]) == indies
 
 
 def test_mmr_spreads_near_duplicates(cfg):
