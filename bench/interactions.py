@@ -125,54 +125,19 @@ def make_events(n: int, users: int, items: int, rng: np.random.Generator, tag: s
             for k in range(n)]
 
 
-def run_worker_mode(name: str, env_extra: dict, args, log_dir: Path, base_env: dict, rng) -> dict:
-    w = WorkerProcess({**base_env, **env_extra}, log_dir / f"worker-{name}.log")
-    w.start()
-    s = w.settings
-    try:
-        consumer = KafkaConsumer(s.kafka.topics.recommendations.name, **s.kafka.kafka_python_config(),
-                                 auto_offset_reset="latest", enable_auto_commit=False, group_id=None)
-        consumer.poll(timeout_ms=1000)
-        rx = Receiver(consumer, lambda v: orjson.loads(v)["source_event_id"] if v else None)
-        rx.start()
-        producer = KafkaProducer(**s.kafka.kafka_python_config(), acks=1, linger_ms=1)
-        n = args.events if name == "optimised" else args.naive_events
-        events = make_events(n, args.users, args.items, rng, f"{name}-{uuid.uuid4().hex[:6]}")
-        t0 = time.perf_counter()
-        sent = drive(producer, s.kafka.topics.interactions.name, events, args.rate)
-        deadline = time.perf_counter() + args.drain_s
-        while len(rx.received) < len(sent) and time.perf_counter() < deadline and w.alive():
-            time.sleep(0.1)
-        wall = max(rx.received.values(), default=t0) - t0
-        rx.stop_flag = True
-        rx.join(2)
-        producer.close()
-        consumer.close()
-        out = summarize(sent, rx.received, wall)
-        out["worker_alive"] = w.alive()
-        return out
-    finally:
-        w.stop()
-
-
-def run_floor(args, base_env: dict, rng) -> dict:
-    """The physical floor: produce -> consume through Kafka, nothing in between."""
-    from streams.settings import Settings
-
-    settings = Settings()
-    topic = f"floor-{uuid.uuid4().hex[:8]}"
-    ensure_topics(settings.kafka, [TopicSpec(name=topic, partitions=8)])
-    consumer = KafkaConsumer(topic, **settings.kafka.kafka_python_config(), auto_offset_reset="earliest",
+def measure(kafka, produce_topic: str, consume_topic: str, id_of, events: list[dict], rate: float,
+            drain_s: float, keep_going=lambda: True) -> dict:
+    """Send ``events`` to ``produce_topic`` at ``rate``; time each one's answer on ``consume_topic``."""
+    consumer = KafkaConsumer(consume_topic, **kafka.kafka_python_config(), auto_offset_reset="latest",
                              enable_auto_commit=False, group_id=None)
-    consumer.poll(timeout_ms=1000)
-    rx = Receiver(consumer, lambda v: orjson.loads(v)["event_id"])
+    consumer.poll(timeout_ms=1000)  # partitions assigned and positioned before the first send
+    rx = Receiver(consumer, id_of)
     rx.start()
-    producer = KafkaProducer(**settings.kafka.kafka_python_config(), acks=1, linger_ms=1)
-    events = make_events(args.events, args.users, args.items, rng, "floor")
+    producer = KafkaProducer(**kafka.kafka_python_config(), acks=1, linger_ms=1)
     t0 = time.perf_counter()
-    sent = drive(producer, topic, events, args.rate)
-    deadline = time.perf_counter() + 30
-    while len(rx.received) < len(sent) and time.perf_counter() < deadline:
+    sent = drive(producer, produce_topic, events, rate)
+    deadline = time.perf_counter() + drain_s
+    while len(rx.received) < len(sent) and time.perf_counter() < deadline and keep_going():
         time.sleep(0.05)
     wall = max(rx.received.values(), default=t0) - t0
     rx.stop_flag = True
@@ -180,6 +145,33 @@ def run_floor(args, base_env: dict, rng) -> dict:
     producer.close()
     consumer.close()
     return summarize(sent, rx.received, wall)
+
+
+def run_worker_mode(name: str, env_extra: dict, args, log_dir: Path, base_env: dict, rng) -> dict:
+    w = WorkerProcess({**base_env, **env_extra}, log_dir / f"worker-{name}.log")
+    w.start()
+    s = w.settings
+    try:
+        n = args.events if name == "optimised" else args.naive_events
+        events = make_events(n, args.users, args.items, rng, f"{name}-{uuid.uuid4().hex[:6]}")
+        out = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
+                      lambda v: orjson.loads(v)["source_event_id"] if v else None,
+                      events, args.rate, args.drain_s, keep_going=w.alive)
+        out["worker_alive"] = w.alive()
+        return out
+    finally:
+        w.stop()
+
+
+def run_floor(args, rng) -> dict:
+    """The physical floor: produce -> consume through Kafka, nothing in between."""
+    from streams.settings import Settings
+
+    kafka = Settings().kafka
+    topic = f"floor-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka, [TopicSpec(name=topic, partitions=8)])
+    events = make_events(args.events, args.users, args.items, rng, "floor")
+    return measure(kafka, topic, topic, lambda v: orjson.loads(v)["event_id"], events, args.rate, args.drain_s)
 
 
 def main() -> None:
@@ -204,7 +196,7 @@ def main() -> None:
     result["catalogue_load_s"] = round(load_catalogue(probe.settings, args.items, rng), 1)
     modes = args.modes.split(",")
     if "floor" in modes:
-        result["floor"] = run_floor(args, base_env, rng)
+        result["floor"] = run_floor(args, rng)
     if "optimised" in modes:
         result["optimised"] = run_worker_mode("optimised", {}, args, log_dir, base_env, rng)
     if "naive" in modes:
@@ -222,11 +214,7 @@ def main() -> None:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(text)
     sys.stdout.write(text + "\n")
-    client = milvus_client(probe.settings.milvus)
-    for name in (probe.settings.milvus.items_collection, probe.settings.milvus.users_collection):
-        if client.has_collection(name):
-            client.drop_collection(name)
-    client.close()
+    probe.drop_collections()
 
 
 if __name__ == "__main__":

@@ -45,9 +45,6 @@ class ModelContext:
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         return cls(name=args.get("model_name", config.get("name", "?")), config=config, device=device)
 
-    def parameter(self, key: str, default: str = "") -> str:
-        return self.config.get("parameters", {}).get(key, {}).get("string_value", default) or default
-
     def io(self, kind: str, name: str) -> dict:
         for spec in self.config.get(kind, []):
             if spec["name"] == name:

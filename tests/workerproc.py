@@ -88,6 +88,19 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
+    def drop_collections(self) -> None:
+        """Remove this worker's Milvus collections (its items and users)."""
+        from streams.vectors.milvus import milvus_client
+
+        m = self.settings.milvus
+        client = milvus_client(m)
+        try:
+            for name in (m.items_collection, m.users_collection):
+                if client.has_collection(name):
+                    client.drop_collection(name)
+        finally:
+            client.close()
+
     # -- Kafka helpers ----------------------------------------------------------------
     def produce(self, kind: str, records: list, raw: bool = False) -> None:
         s = self.settings

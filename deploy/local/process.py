@@ -96,11 +96,9 @@ class ManagedProcess:
         return self.run_dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        if not pid_alive(pid):
+        """The live process named by the pid file, or None."""
+        pid = self._recorded_pid()
+        if pid is None or not pid_alive(pid):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -193,12 +191,6 @@ class ManagedProcess:
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
-
-    def kill(self) -> None:
-        """SIGKILL at once (used by crash tests)."""
-        pid = self.pid()
-        if pid is not None:
-            self._signal_group(pid, signal.SIGKILL)
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
@@ -11,7 +10,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError as _KafkaPyError
 from kafka.errors import TopicAlreadyExistsError
 
-from streams.kafka.exceptions import BrokerUnavailable, TopicConfigError
+from streams.kafka.exceptions import TopicConfigError
 from streams.settings import KafkaSettings, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -38,19 +37,6 @@ def broker_ready(kafka: KafkaSettings, timeout_s: float = 3.0) -> bool:
         return False
     finally:
         client.close()
-
-
-def wait_for_broker(kafka: KafkaSettings, timeout_s: float = 60.0) -> float:
-    """Poll until the broker answers; raise :class:`BrokerUnavailable` with a fix if it never does."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if broker_ready(kafka, timeout_s=min(3.0, timeout_s)):
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise BrokerUnavailable(
-        f"no Kafka broker answered at {kafka.bootstrap_servers} within {timeout_s:.0f}s. "
-        "Start the local stack with `avrec stack up`, or point AVREC_KAFKA__BOOTSTRAP_SERVERS at your brokers."
-    )
 
 
 def ensure_topics(
@@ -96,14 +82,6 @@ def ensure_topics(
         client.close()
     log.info("topics: %s", result)
     return result
-
-
-def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
-    client = admin_client(kafka, timeout_s=kafka.request_timeout_s)
-    try:
-        client.delete_topics(list(names))
-    finally:
-        client.close()
 
 
 def describe_topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:

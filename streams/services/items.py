@@ -59,9 +59,6 @@ class ItemCache:
         self._items.pop(item_id, None)
         self._durations.pop(item_id, None)
 
-    def peek(self, item_id: str) -> ItemInfo | None:
-        return self._items.get(item_id)
-
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
         """Known items among ``item_ids`` (unknown ones are simply absent)."""
         found: dict[str, ItemInfo] = {}

@@ -109,9 +109,5 @@ def test_kill9_recovers_state_and_never_double_applies(stack, tmp_path):
             np.testing.assert_allclose(got.sum_vec, expected.sum_vec, rtol=1e-5, atol=1e-6)
     finally:
         w.stop()
-        client = milvus_client(s.milvus)
-        for name in (s.milvus.items_collection, s.milvus.users_collection):
-            if client.has_collection(name):
-                client.drop_collection(name)
-        client.close()
+        w.drop_collections()
     assert w.starts == 2

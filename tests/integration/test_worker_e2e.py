@@ -51,11 +51,7 @@ def worker(stack, tmp_path_factory):
     w.start()
     yield w
     w.stop()
-    client = milvus_client(w.settings.milvus)
-    for name in (w.settings.milvus.items_collection, w.settings.milvus.users_collection):
-        if client.has_collection(name):
-            client.drop_collection(name)
-    client.close()
+    w.drop_collections()
 
 
 @pytest.fixture(scope="module")

@@ -583,14 +583,6 @@ def media(tmp_path_factory):
     canary.shutdown()
 
 
-def _drop_collections(w: WorkerProcess) -> None:
-    client = milvus_client(w.settings.milvus)
-    for name in (w.settings.milvus.items_collection, w.settings.milvus.users_collection):
-        if client.has_collection(name):
-            client.drop_collection(name)
-    client.close()
-
-
 @pytest.fixture(scope="module")
 def worker(stack, media, tmp_path_factory):
     unique = "hostile" + uuid.uuid4().hex[:8]
@@ -604,7 +596,7 @@ def worker(stack, media, tmp_path_factory):
     w.start()
     yield w
     w.stop()
-    _drop_collections(w)
+    w.drop_collections()
 
 
 @pytest.fixture(scope="module")
@@ -812,4 +804,4 @@ def test_quote_and_backslash_ids_do_not_stall_the_worker(stack, tmp_path):
         assert not stalled, f"agents stalled: {stalled}\n" + "\n".join(log)
     finally:
         w.kill9()
-        _drop_collections(w)
+        w.drop_collections()
