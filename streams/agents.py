@@ -7,6 +7,7 @@ offset never moves past an event that was not processed or dead-lettered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from streams import topics
@@ -50,8 +51,15 @@ async def process_uploads(stream):
 async def process_interactions(stream):
     ctx = await get_context()
     interactions = InteractionProcessor(ctx, Recommender(ctx))
-    async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
-        await guarded(interactions, events)
+    try:
+        async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
+            await guarded(interactions, events)
+    finally:
+        # A clean stop writes the user vectors still queued for Milvus (kill -9: see user_mirror.py).
+        try:
+            await asyncio.wait_for(ctx.mirror.drain(), timeout=_w.retry_max_s * 2)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            log.warning("stopped before the last user vectors reached Milvus; they heal on each user's next event")
 
 
 @app.agent(topics.user_commands, name="user-commands")

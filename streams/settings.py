@@ -183,6 +183,8 @@ class WorkerSettings(BaseModel):
     fanout_min_similarity: float = Field(default=0.2, ge=-1, le=1)
     item_cache_size: int = Field(default=200_000, ge=0)
     media_workers: int = Field(default=2, ge=1)
+    # How often each agent logs its throughput and per-stage time split (INFO).
+    stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)

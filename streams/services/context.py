@@ -10,6 +10,8 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
 from streams.services.items import FreshItems, ItemCache
+from streams.services.takedowns import TakedownView
+from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
 from streams.vectors.collections import ItemCollection, UserCollection
 from streams.vectors.milvus import milvus_client
@@ -29,6 +31,8 @@ class WorkerContext:
     trending: DecayedCounter
     cooc: CoOccurrence
     media_slots: asyncio.Semaphore
+    takedowns: TakedownView
+    mirror: UserVectorMirror
 
     @classmethod
     async def create(cls, settings: Settings) -> WorkerContext:
@@ -59,6 +63,8 @@ class WorkerContext:
             trending=trending,
             cooc=new_cooccurrence(rank, counts=tables.cooccurrence, pops=tables.item_popularity),
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
+            takedowns=TakedownView(tables.takedowns),
+            mirror=UserVectorMirror(users, settings.worker),
         )
 
 

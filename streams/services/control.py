@@ -41,6 +41,7 @@ class ControlProcessor:
         """Remove the item from Milvus and from every future list (the takedowns table filters it)."""
         with event_scope(ev):
             tables.takedowns[item_id] = {"ts": ts, "reason": reason}
+        self.ctx.takedowns.add([item_id])
         await until_done("delete taken-down item", lambda: asyncio.to_thread(self.ctx.items.delete, [item_id]),
                          self.ctx.settings.worker)
         self.ctx.cache.drop(item_id)

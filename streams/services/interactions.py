@@ -2,13 +2,13 @@
 
 Per batch: one cache/Milvus lookup for all items, each user's state read and
 written in the scope of that user's own event (its table partition), one
-batched ANN search for all touched users, one list per user published, and one
-batched mirror of the new user vectors into Milvus ``users`` for the fan-out.
+batched ANN search for all touched users, one list per user published, and the
+new user vectors offered to the background mirror into Milvus ``users`` (the
+fan-out index; see user_mirror.py for why it is not awaited here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -20,6 +20,7 @@ from streams.services.deadletters import send_dead_letter
 from streams.services.event_scope import event_scope
 from streams.services.recommender import Recommender
 from streams.services.retry import until_done
+from streams.services.stats import BatchStats
 
 log = logging.getLogger(__name__)
 TRENDING_SNAPSHOT_EVERY_S = 30.0
@@ -34,8 +35,16 @@ class InteractionProcessor:
         self.ctx = ctx
         self.recommender = recommender
         self._last_snapshot = time.monotonic()
+        self.stats = BatchStats("interactions", ctx.settings.worker.stats_every_s)
 
     async def handle(self, events: list) -> None:
+        try:
+            await self._handle(events)
+        finally:
+            self.stats.batch_done(len(events))
+
+    async def _handle(self, events: list) -> None:
+        stats = self.stats
         decoded: list[tuple[object, Interaction]] = []
         for ev in events:
             try:
@@ -44,9 +53,24 @@ class InteractionProcessor:
                 await send_dead_letter(ev, exc.stage, exc.reason)
         if not decoded:
             return
-        items = await until_done("fetch items", lambda: self.ctx.cache.get_many(i.item_id for _, i in decoded),
-                                 self.ctx.settings.worker)
+        with stats.stage("items"):
+            items = await until_done("fetch items",
+                                     lambda: self.ctx.cache.get_many(i.item_id for _, i in decoded),
+                                     self.ctx.settings.worker)
+        with stats.stage("state"):
+            states, changed = await self._apply(decoded, items)
+        if not changed:
+            return
+        with stats.stage("lists"):
+            await self.refresh_lists({u: states[u] for u in changed})
+        # Every user seen in the batch, duplicates included: a re-delivered event after
+        # a crash re-offers its user's vector, which heals a mirror write the crash lost.
+        self.ctx.mirror.offer({u: v for u, (s, _, _) in states.items() if (v := user_vector(s)) is not None})
+
+    async def _apply(self, decoded: list[tuple[object, Interaction]], items: dict) -> tuple[dict, set[str]]:
+        """Apply the batch's events to the users' states and write each changed state once."""
         cfg = self.ctx.settings.ranking
+        takedowns = self.ctx.takedowns.current()
         states: dict[str, tuple[UserState, object, Interaction]] = {}
         changed: set[str] = set()
         for ev, it in decoded:
@@ -60,7 +84,7 @@ class InteractionProcessor:
                 with event_scope(ev):
                     state = load_state(tables.user_state.get(it.user_id))
             # A taken-down item still marks the event as seen, but teaches nothing.
-            vec = None if it.item_id in tables.takedowns else item.vector
+            vec = None if it.item_id in takedowns else item.vector
             ratio = watch_ratio(it, self.ctx.cache.duration(it.item_id))
             with event_scope(ev):  # co-occurrence rows are table writes too
                 applied = ingest_interaction(state, it.event_id, it.item_id, vec, it.type, ratio, it.ts, cfg,
@@ -73,17 +97,11 @@ class InteractionProcessor:
                 states.setdefault(it.user_id, (state, ev, it))
                 log.debug("duplicate event %s for %s ignored", it.event_id, it.user_id)
         self._maybe_snapshot_trending(decoded[-1][0])
-        if not changed:
-            return
         for user in changed:
             state, ev, _ = states[user]
             with event_scope(ev):
                 tables.user_state[user] = state.to_dict()
-        await self.refresh_lists({u: states[u] for u in changed})
-        vectors = {u: v for u in changed if (v := user_vector(states[u][0])) is not None}
-        if vectors:
-            await until_done("mirror user vectors", lambda: asyncio.to_thread(
-                self.ctx.users.upsert, vectors, int(time.time() * 1000)), self.ctx.settings.worker)
+        return states, changed
 
     def _maybe_snapshot_trending(self, ev) -> None:
         """Trending is soft state: snapshot it now and then so a restart resumes with it.

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from streams import tables, topics
+from streams import topics
 from streams.ranking import Candidates, RecommendedItem, UserState, history_ids, recommend, user_vector
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
@@ -34,9 +34,9 @@ class Recommender:
         ann: dict[str, list[tuple[str, float]]] = {}
         if vectors:
             names = list(vectors)
-            hits = await asyncio.to_thread(ctx.items.search, np.stack([vectors[u] for u in names]),
+            hits = await asyncio.to_thread(ctx.items.search_ids, np.stack([vectors[u] for u in names]),
                                            cfg.ann_candidates)
-            ann = {u: [(h.id, h.score) for h in row] for u, row in zip(names, hits)}
+            ann = dict(zip(names, hits))
         fresh = ctx.fresh.recent(now, cfg.fresh_candidates)
         trending = ctx.trending.top(cfg.trending_candidates, now)
         per_user: dict[str, Candidates] = {}
@@ -53,8 +53,9 @@ class Recommender:
             wanted.update(i for i, _ in cand.cooc)
             wanted.update(hist)
         items = await ctx.cache.get_many(wanted)
+        takedowns = ctx.takedowns.current()
         return {
-            user: recommend(users[user], cand, items, now, cfg, taken_down=tables.takedowns)
+            user: recommend(users[user], cand, items, now, cfg, taken_down=takedowns)
             for user, cand in per_user.items()
         }
 

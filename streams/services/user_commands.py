@@ -48,6 +48,9 @@ class UserCommandProcessor:
         """Delete the user's state (a changelog tombstone), vector and published list."""
         if user in tables.user_state:
             del tables.user_state[user]
+        # A vector still on its way to Milvus must land before the delete, never after it.
+        self.ctx.mirror.discard(user)
+        await self.ctx.mirror.drain()
         await until_done("forget user in Milvus", lambda: asyncio.to_thread(self.ctx.users.delete, [user]),
                          self.ctx.settings.worker)
         # A null value is a tombstone: compaction removes the user's lists from the topic.

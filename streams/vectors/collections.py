@@ -20,6 +20,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from streams.vectors.raw_search import search_ids
+
 from streams.exceptions import VectorStoreError
 
 log = logging.getLogger(__name__)
@@ -113,13 +115,13 @@ class ItemCollection:
         float into a Python object, and nq x limit x 384 of them (measured: 200 x 200
         hits) stalled a batch for tens of seconds. The worker's item cache holds them.
         """
-        if len(vectors) == 0:
-            return []
-        res = self.client.search(
-            self.name, data=np.asarray(vectors, dtype=np.float32).tolist(), anns_field="vector", limit=limit,
-            filter="available == true" if only_available else "",
-        )
-        return [[Hit(str(h.id), float(h["distance"]), {}) for h in row] for row in res]
+        return [[Hit(i, s, {}) for i, s in row] for row in self.search_ids(vectors, limit, only_available)]
+
+    @_wrap("search items")
+    def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
+        """Like :meth:`search`, as plain (id, similarity) pairs, without pymilvus' per-hit objects."""
+        return search_ids(self.client, self.name, "vector", vectors, limit,
+                          "available == true" if only_available else "")
 
     @_wrap("query fresh items")
     def fresh(self, since_ms: int, limit: int) -> list[dict]:
