@@ -44,6 +44,15 @@ def eval_cmd(
     report: Annotated[Path | None, typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the JSON summary here ('-' = stdout; default OUT/summary.json).")] = None,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Replay through Kafka and a worker subprocess (the stack must be up) and compare the "
+                       "lists it publishes with the offline ones.")] = False,
+    users: Annotated[int | None, typer.Option(
+        min=1, help="Only the interactions of N users drawn at random (--seed); all uploads are kept.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --users.")] = 0,
+    in_flight: Annotated[int, typer.Option(
+        min=1, help="Live: most interactions sent whose list has not arrived (1 = lock-step).")] = 1,
+    event_timeout: Annotated[float, typer.Option(help="Live: give up on an event's list after this many s.")] = 60.0,
 ) -> None:
     """Prequential (test-then-train) replay: HR/NDCG@K, coverage, diversity, novelty for the hybrid and baselines."""
     from streams.evaluation.overrides import OverrideError, apply_overrides, parse_variant
@@ -69,10 +78,16 @@ def eval_cmd(
                       iterations=als_iterations),
     )
     json_path = None if json_out in (None, "-") else Path(json_out)
+    command = "avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if live:
+        _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, users, seed, in_flight,
+              event_timeout, cache_dir, device, report, json_path, json_out, command, bool(variant))
+        return
     opts = RunOptions(
-        dataset=dataset, out=out, ranking=ranking, config=cfg, limit=limit, cache_dir=cache_dir, device=device,
+        dataset=dataset, out=out, ranking=ranking, config=cfg, limit=limit, users=users, seed=seed,
+        cache_dir=cache_dir, device=device,
         fusion_checkpoint=settings.encoders.fusion_checkpoint, dim=settings.encoders.dim, report_path=report,
-        json_path=json_path, command="avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        json_path=json_path, command=command,
     )
     try:
         doc = evaluate(opts)
@@ -88,6 +103,38 @@ def eval_cmd(
     for name, b in doc["bar"].items():
         typer.echo(f"bar for {name}: {b['relative_gain']:+.1%} HR vs {b['best_baseline']}, coverage "
                    f"{b['coverage_ratio'] - 1:+.1%}: {'PASS' if b['passed'] else 'FAIL'}")
+    typer.echo(f"report: {report or out / 'report.md'}")
+
+
+def _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, users, seed, in_flight,
+          event_timeout, cache_dir, device, report, json_path, json_out, command, has_variants) -> None:
+    from streams.evaluation.live import LiveOptions, run_live
+
+    if has_variants:
+        raise typer.BadParameter("--live evaluates one hybrid (the worker's settings, with --set): no --variant")
+    opts = LiveOptions(
+        dataset=dataset, out=out, ranking=ranking, base_ranking=settings.ranking, train_frac=train_frac,
+        end_frac=end_frac, ks=k_list, limit=limit, users=users, seed=seed, in_flight=in_flight,
+        event_timeout=event_timeout, cache_dir=cache_dir, device=device,
+        fusion_checkpoint=settings.encoders.fusion_checkpoint, dim=settings.encoders.dim, report_path=report,
+        json_path=json_path, command=command,
+    )
+    try:
+        doc = run_live(opts)
+    except (ValueError, OSError, TimeoutError, RuntimeError) as exc:
+        typer.echo(f"avrec eval --live: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if json_out == "-":
+        typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+        return
+    kmax = k_list[-1]
+    for name, m in doc["methods"].items():
+        typer.echo(f"{name:16s} HR@{kmax} {m[f'hr@{kmax}']:.4f}  NDCG@{kmax} {m[f'ndcg@{kmax}']:.4f}  "
+                   f"coverage {m['coverage']:.3f}")
+    a = doc["agreement"]
+    typer.echo(f"identical top-{kmax} lists, live vs offline: {a['live_vs_hybrid']['identical']:.1%} "
+               f"(vs as-live {a['live_vs_hybrid_as_live']['identical']:.1%}); HR@{kmax} difference "
+               f"{doc['hr_difference']['live_minus_hybrid']:+.4f}")
     typer.echo(f"report: {report or out / 'report.md'}")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from streams.replay import INTERACTIONS, UPLOADS, open_replay
@@ -58,13 +59,16 @@ class EvalLog:
     stream: list[Upload | Event] = field(repr=False)
     n_interactions: int
     skipped: dict[str, int] = field(default_factory=dict)
+    # With load_log(keep_raw=True): each stream entry's Kafka (key, value) exactly as
+    # `avrec replay` would send it (live mode publishes these).
+    raw: list[tuple[bytes, bytes]] | None = field(default=None, repr=False)
 
     @property
     def interactions(self) -> list[Event]:
         return [e for e in self.stream if isinstance(e, Event)]
 
 
-def load_log(path: str | Path, limit: int | None = None, id_prefix: str = "ml") -> EvalLog:
+def load_log(path: str | Path, limit: int | None = None, id_prefix: str = "ml", keep_raw: bool = False) -> EvalLog:
     """Read a dataset directory (ml-100k, ml-latest or JSONL layout) into an :class:`EvalLog`.
 
     ``limit`` keeps only the first ``limit`` interactions (and the uploads before
@@ -76,7 +80,8 @@ def load_log(path: str | Path, limit: int | None = None, id_prefix: str = "ml") 
     stream: list[Upload | Event] = []
     skipped: dict[str, int] = dict(replay.skipped)
     n_int = 0
-    for _, kind, _, value in replay.timed():
+    raw: list[tuple[bytes, bytes]] | None = [] if keep_raw else None
+    for _, kind, key, value in replay.timed():
         rec = orjson.loads(value)  # already validated by the replay reader
         if kind == UPLOADS:
             iid = rec["item_id"]
@@ -95,6 +100,8 @@ def load_log(path: str | Path, limit: int | None = None, id_prefix: str = "ml") 
                 duration_s=rec.get("duration_s"),
             )
             stream.append(Upload(j))
+            if raw is not None:
+                raw.append((key, value))
         elif kind == INTERACTIONS:
             if limit is not None and n_int >= limit:
                 break
@@ -104,8 +111,29 @@ def load_log(path: str | Path, limit: int | None = None, id_prefix: str = "ml") 
                 continue
             stream.append(Event(rec["event_id"], rec["user_id"], j, rec["type"], rec.get("watch_ms"),
                                 float(rec["ts"])))
+            if raw is not None:
+                raw.append((key, value))
             n_int += 1
     name = Path(path).name
     log.info("%s: %d items, %d interactions%s", name, len(items), n_int,
              f" (first {limit})" if limit is not None else "")
-    return EvalLog(name, replay.layout, items, index, stream, n_int, skipped)
+    return EvalLog(name, replay.layout, items, index, stream, n_int, skipped, raw)
+
+
+def select_users(elog: EvalLog, n_users: int, seed: int = 0) -> EvalLog:
+    """The log restricted to the interactions of ``n_users`` users drawn at random (``seed``).
+
+    Every upload is kept, in place, so the catalogue and when each item becomes
+    available are those of the full log; only other users' interactions go.
+    """
+    users = sorted({e.user_id for e in elog.stream if isinstance(e, Event)})
+    if n_users >= len(users):
+        return elog
+    rng = np.random.default_rng(seed)
+    chosen = {users[i] for i in rng.choice(len(users), size=n_users, replace=False)}
+    keep = [k for k, e in enumerate(elog.stream) if isinstance(e, Upload) or e.user_id in chosen]
+    stream = [elog.stream[k] for k in keep]
+    raw = [elog.raw[k] for k in keep] if elog.raw is not None else None
+    n_int = sum(1 for e in stream if isinstance(e, Event))
+    log.info("%d of %d users: %d interactions", n_users, len(users), n_int)
+    return EvalLog(elog.name, elog.layout, elog.items, elog.index, stream, n_int, dict(elog.skipped), raw)

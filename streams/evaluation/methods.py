@@ -126,7 +126,11 @@ class ItemKNN(_Base):
         if not hist:
             return [], None
         skip = [self.cat.ids[j] for j in excluded(state, self.index)]
-        return [self.index[i] for i, _ in self.core.cooc.score_candidates(hist, k, exclude=skip)], None
+        # Plain item-kNN: every item of the pair window counts the same, whatever recency
+        # weighting and scoring window the live settings give the hybrid.
+        cooc = self.core.cooc
+        scored = cooc.score_candidates(hist, k, exclude=skip, recency_half_life=0.0, score_window=cooc.window)
+        return [self.index[i] for i, _ in scored], None
 
 
 class ContentOnly(_Base):
@@ -274,7 +278,10 @@ class Hybrid(_Base):
         fresh = cat.fresh(now, cfg.fresh_candidates, cfg.fresh_window_s)
         trending = self.core.trending.top(cfg.trending_candidates, now)
         hist = history_ids(state)
-        cooc = self.core.cooc.score_candidates_explained(hist, cfg.cooc_candidates) if hist else []
+        # The recency weighting is this method's own (a state may be shared with other settings).
+        cooc = self.core.cooc.score_candidates_explained(
+            hist, cfg.cooc_candidates, recency_half_life=cfg.cooc_recency_half_life,
+            score_window=cfg.cooc_score_window or cfg.cooc_window) if hist else []
         return Candidates(ann=ann, cooc=[(j, s) for j, s, _ in cooc], fresh=fresh, trending=trending,
                           cooc_via={j: h for j, _, h in cooc})
 

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -52,6 +53,11 @@ class EvalConfig:
     variants: dict[str, RankingSettings] = field(default_factory=dict)
     als: ALSParams = field(default_factory=ALSParams)
     buckets: int = 20
+    # Keep these methods' per-target lists (EvalResult.lists), e.g. to compare live and offline lists.
+    keep_lists: tuple[str, ...] = ()
+    # Extra methods built on the live settings' state: callables (core, catalogue) -> Method
+    # (live mode adds the lists that arrived from the worker this way).
+    extra_methods: tuple[Callable[[CoreState, Catalogue], Method], ...] = ()
 
 
 @dataclass
@@ -68,6 +74,10 @@ class EvalResult:
     als_fit_seconds: float = 0.0
 
     states: dict[str, str] = field(default_factory=dict)  # method -> id of the core state it reads
+    # With EvalConfig.keep_lists: the target events' ids in replay order, and each kept method's lists
+    # (item indices, best first), one per target.
+    target_events: list[str] = field(default_factory=list)
+    lists: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict]:
         out = {}
@@ -104,6 +114,8 @@ def _build(cfg: EvalConfig, ranking: RankingSettings, cat: Catalogue, n_test: in
         methods.append(m)
     for vname, rs in cfg.variants.items():
         methods.append(Hybrid(core_for(rs), cat, rs, vname))
+    for make in cfg.extra_methods:
+        methods.append(make(base, cat))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
@@ -149,6 +161,8 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
             log.warning("%s: live lists have top_k=%d items; evaluated at K up to %d", m.name, m.cfg.top_k, kmax)
     metrics = {m.name: MethodMetrics(cfg.ks, len(cat.ids), cfg.buckets) for m in methods}
     seen = SeenLog()
+    kept: dict[str, list[list[int]]] = {name: [] for name in cfg.keep_lists}
+    target_events: list[str] = []
     test_ts = [e.ts for e in log_.stream if isinstance(e, Event)][train_end:test_end]
     bucket_of = (np.arange(n_test) * cfg.buckets) // max(n_test, 1)
     bucket_ts = [test_ts[int(np.searchsorted(bucket_of, b))] for b in range(cfg.buckets)
@@ -178,10 +192,14 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
             j = i - train_end
             b = int(bucket_of[j])
             positive = event_weight(ev.type, None, ranking) > 0
+            if kept:
+                target_events.append(ev.event_id)
             for m in methods:
                 t0 = time.perf_counter()
                 ranked, reasons = m.recommend(ev.user_id, ev.ts, kmax)
                 metrics[m.name].seconds += time.perf_counter() - t0
+                if m.name in kept:
+                    kept[m.name].append(list(ranked[:kmax]))
                 metrics[m.name].add(ranked, ev.item, positive, b, cat.vectors, cat.counts, cat.total, reasons)
         # ... then train: the event reaches every state.
         seen.add(ev.user_id, ev.item)
@@ -206,5 +224,5 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
         metrics=metrics, n_train=train_end, n_test=n_test, n_targets=n_targets,
         catalogue_size=int(cat.available.sum()), train_seconds=t_test - t_start, test_seconds=t_end - t_test,
         bucket_ts=bucket_ts, als_fits=sum(m.fits for m in als), als_fit_seconds=sum(m.fit_seconds for m in als),
-        states={m.name: state_ids[id(m.core)] for m in methods},
+        states={m.name: state_ids[id(m.core)] for m in methods}, target_events=target_events, lists=kept,
     )

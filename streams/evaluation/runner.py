@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.evaluation.dataset import load_log
+from streams.evaluation.dataset import load_log, select_users
 from streams.evaluation.markdown import render_report
 from streams.evaluation.overrides import diff_settings
 from streams.evaluation.protocol import BASELINES, EvalConfig, run_prequential
@@ -28,6 +28,8 @@ class RunOptions:
     ranking: RankingSettings
     config: EvalConfig = field(default_factory=EvalConfig)
     limit: int | None = None
+    users: int | None = None  # only this many users' interactions (drawn with `seed`), every upload
+    seed: int = 0
     cache_dir: Path = DEFAULT_CACHE_DIR
     device: str = "cpu"
     fusion_checkpoint: Path | None = None
@@ -46,6 +48,8 @@ def evaluate(opts: RunOptions) -> dict[str, Any]:
     """Run the evaluation and write the report, plots and JSON; returns the JSON document."""
     t0 = time.perf_counter()
     elog = load_log(opts.dataset, limit=opts.limit)
+    if opts.users is not None:
+        elog = select_users(elog, opts.users, opts.seed)
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     vectors = item_vectors(elog.items, opts.cache_dir, opts.fusion_checkpoint, opts.device, opts.dim)
@@ -79,7 +83,8 @@ def evaluate(opts: RunOptions) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "command": opts.command,
         "dataset": {"path": str(opts.dataset), "name": elog.name, "layout": elog.layout, "items": len(elog.items),
-                    "interactions": elog.n_interactions, "limit": opts.limit, "skipped": elog.skipped},
+                    "interactions": elog.n_interactions, "limit": opts.limit, "users": opts.users,
+                    "seed": opts.seed, "skipped": elog.skipped},
         "protocol": {"train_frac": opts.config.train_frac, "end_frac": opts.config.end_frac,
                      "train_interactions": res.n_train, "test_interactions": res.n_test, "targets": res.n_targets,
                      "positive_targets": positives, "ks": list(opts.config.ks), "catalogue_size": res.catalogue_size,

@@ -73,6 +73,12 @@ class RankingSettings(BaseModel):
     hide_event_types: tuple[EventType, ...] = ("dislike", "hide")
 
     source_weights: SourceWeights = Field(default_factory=SourceWeights)
+    # How the sources' scores are combined (see streams/ranking/recommend.py):
+    # "weighted": Σ_s weight_s · (score normalised to [0, 1]);
+    # "rrf": reciprocal-rank fusion, Σ_s weight_s · (rrf_k + 1) / (rrf_k + 1 + rank_s),
+    # which needs no score scale to be comparable across sources.
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    rrf_k: float = Field(default=60.0, ge=0)
     # How many candidates each source contributes to one recommend() call; the
     # caller fetches this many and recommend() truncates to it, so both paths agree.
     ann_candidates: int = Field(default=200, ge=0)
@@ -85,6 +91,12 @@ class RankingSettings(BaseModel):
     # both sides; more than 300 neighbours adds nothing (docs/QUALITY.md).
     cooc_window: int = Field(default=10, ge=1)
     cooc_max_neighbors: int = Field(default=300, ge=1)
+    # Recency weighting of the history when scoring co-occurrence candidates: the
+    # r-th most recent history item (r = 0 the newest) counts 0.5 ** (r / h).
+    # 0 = every item of the window counts the same (plain item-kNN).
+    cooc_recency_half_life: float = Field(default=0.0, ge=0)
+    # How many recent history items score co-occurrence candidates (0 = cooc_window).
+    cooc_score_window: int = Field(default=0, ge=0)
     # Fresh: items uploaded in the last fresh_window_s; the freshness score falls
     # linearly from 1 (just uploaded) to 0 (window edge).
     fresh_window_s: float = Field(default=48 * 3600.0, gt=0)

@@ -14,6 +14,13 @@ Similarity is cosine-normalised: ``sim(i, j) = c_ij / sqrt(p_i * p_j)``, so a
 globally popular item does not become everyone's neighbour. Each row keeps at
 most ``max_neighbors`` entries (the highest counts), so after pruning the
 relation may be asymmetric; scoring only reads the history item's row.
+
+Scoring a user's candidates sums the similarities over their last
+``score_window`` (default ``window``) distinct history items. With ``recency_half_life = h > 0`` the r-th most recent
+of them (r = 0 the newest) counts ``0.5 ** (r / h)``: what a user just watched
+says more about what they watch next than what they watched ten items ago (the
+standard recency weighting of sequential item-kNN). ``h = 0`` weighs them all
+equally (plain item-kNN).
 """
 
 from __future__ import annotations
@@ -33,13 +40,20 @@ class CoOccurrence:
         pops: MutableMapping[str, float] | None = None,
         max_neighbors: int = 100,
         window: int = 20,
+        recency_half_life: float = 0.0,
+        score_window: int | None = None,
     ) -> None:
         if max_neighbors < 1 or window < 1:
             raise RankingError("max_neighbors and window must be >= 1")
+        if not (recency_half_life >= 0 and math.isfinite(recency_half_life)):
+            raise RankingError(f"recency_half_life must be >= 0 and finite, got {recency_half_life!r}")
         self.counts: MutableMapping[str, dict[str, float]] = {} if counts is None else counts
         self.pops: MutableMapping[str, float] = {} if pops is None else pops
         self.max_neighbors = int(max_neighbors)
         self.window = int(window)
+        self.recency_half_life = float(recency_half_life)
+        # How many recent distinct history items score candidates (default: the pair window).
+        self.score_window = self.window if not score_window else int(score_window)
 
     # -- updates -------------------------------------------------------------------
     def add(self, history_item_ids: Sequence[str], new_item_id: str, weight: float = 1.0) -> int:
@@ -124,28 +138,41 @@ class CoOccurrence:
         out.sort(key=lambda t: (-t[1], t[0]))
         return out[:n]
 
+    def history_weights(self, n_hist: int, recency_half_life: float | None = None) -> list[float]:
+        """Weights of the ``n_hist`` most recent distinct history items, newest first (see the module doc)."""
+        h = self.recency_half_life if recency_half_life is None else float(recency_half_life)
+        if h <= 0:
+            return [1.0] * n_hist
+        return [0.5 ** (r / h) for r in range(n_hist)]
+
     def score_candidates_explained(
-        self, history_item_ids: Sequence[str], n: int, exclude: Iterable[str] = ()
+        self,
+        history_item_ids: Sequence[str],
+        n: int,
+        exclude: Iterable[str] = (),
+        recency_half_life: float | None = None,
+        score_window: int | None = None,
     ) -> list[tuple[str, float, str]]:
         """Like :meth:`score_candidates`, plus the history item that contributed most to each."""
         if n <= 0:
             return []
+        limit = self.score_window if not score_window else int(score_window)
         hist: list[str] = []
-        for h in reversed(history_item_ids):  # most recent first, distinct, at most `window`
-            if len(hist) == self.window:
+        for h in reversed(history_item_ids):  # most recent first, distinct, at most `score_window`
+            if len(hist) == limit:
                 break
             if h not in hist:
                 hist.append(h)
         skip = set(hist)
         skip.update(exclude)
-        acc: dict[str, float] = {}  # j -> Σ_h c_hj / sqrt(p_h)   (p_j applied once at the end)
+        acc: dict[str, float] = {}  # j -> Σ_h w_h c_hj / sqrt(p_h)   (p_j applied once at the end)
         best: dict[str, tuple[float, str]] = {}
-        for h in hist:
+        for h, w in zip(hist, self.history_weights(len(hist), recency_half_life)):
             row = self.counts.get(h)
             ph = float(self.pops.get(h, 0.0))
             if not row or ph <= 0:
                 continue
-            inv = 1.0 / math.sqrt(ph)
+            inv = w / math.sqrt(ph)
             for j, c in row.items():
                 if j in skip:
                     continue
@@ -162,13 +189,22 @@ class CoOccurrence:
         return out[:n]
 
     def score_candidates(
-        self, history_item_ids: Sequence[str], n: int, exclude: Iterable[str] = ()
+        self,
+        history_item_ids: Sequence[str],
+        n: int,
+        exclude: Iterable[str] = (),
+        recency_half_life: float | None = None,
+        score_window: int | None = None,
     ) -> list[tuple[str, float]]:
-        """Top ``n`` items by ``Σ_h c_hj / sqrt(p_h p_j)`` over the last ``window`` history items.
+        """Top ``n`` items by ``Σ_h w_h c_hj / sqrt(p_h p_j)`` over the last ``score_window`` history items.
 
+        ``w_h`` is the recency weight of history item h (:meth:`history_weights`).
+        ``recency_half_life`` and ``score_window`` override the store's own (a
+        half-life of 0 weighs every item 1; a window of 0 or None keeps the store's).
         History items themselves and ``exclude`` are left out. Best first, ties by id.
         """
-        return [(j, s) for j, s, _ in self.score_candidates_explained(history_item_ids, n, exclude)]
+        return [(j, s) for j, s, _ in
+                self.score_candidates_explained(history_item_ids, n, exclude, recency_half_life, score_window)]
 
     # -- serialisation (dict-backed instances) ----------------------------------------
     def to_dict(self) -> dict[str, Any]:

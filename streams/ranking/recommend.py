@@ -20,6 +20,15 @@ down, unavailable or unknown):
   candidate (freshness is a property of the item, ``ItemInfo.created_at``).
 * ``score_i = Σ_s weight_s · norm_s,i``.
 
+With ``fusion = "rrf"`` (reciprocal-rank fusion) only each source's *ranking*
+counts: ``norm_s,i = (k0 + 1) / (k0 + 1 + r_s,i)`` with r_s,i the 0-based rank
+of i among the candidates source s scores (ANN: every candidate with a
+similarity, by cosine; co-occurrence, fresh, trending: those with a positive
+score above), ties by id, and 0 for candidates s does not rank; k0 = ``rrf_k``.
+A source's best candidate gets 1 whatever the scale of its raw scores, so a
+source with compressed scores (cosines of text vectors all near 0.5 after the
+mapping) cannot drown one with a long tail (co-occurrence), nor the reverse.
+
 Then MMR over the ``mmr_pool`` best by score: repeatedly pick
 ``argmax λ·rel_i − (1−λ)·max(0, max_{j picked} cos(v_i, v_j))`` with
 ``rel_i = score_i / max score``, skipping creators that reached ``creator_cap``.
@@ -234,9 +243,29 @@ def _score_pool(
     fresh_norm = np.nan_to_num(np.clip(1.0 - (float(now) - created) / cfg.fresh_window_s, 0.0, 1.0))
 
     norm = {"ann": ann_norm, "cooc": cooc_norm, "fresh": fresh_norm, "trending": trend_norm}
+    if cfg.fusion == "rrf":
+        # Reciprocal-rank fusion: each source ranks the candidates it has a signal for
+        # (ANN: every candidate with a similarity; the others: a positive score), and
+        # only that rank counts. norm = (k0 + 1) / (k0 + 1 + rank): 1 for a source's
+        # best candidate, 0 for candidates the source does not rank.
+        k0 = cfg.rrf_k
+        ann_has = np.zeros(n, dtype=bool) if sim is None else ~np.isnan(sim)
+        norm = {s: _rrf(norm[s], has, k0) for s, has in
+                (("ann", ann_has), ("cooc", cooc_norm > 0), ("fresh", fresh_norm > 0), ("trending", trend_norm > 0))}
     contrib = {s: getattr(w, s) * norm[s] for s in SOURCES}
     score = contrib["ann"] + contrib["cooc"] + contrib["fresh"] + contrib["trending"]
     return _Pool(ids, creators, vecs, sim, norm, contrib, score)
+
+
+def _rrf(values: np.ndarray, has: np.ndarray, k0: float) -> np.ndarray:
+    """``(k0 + 1) / (k0 + 1 + r)`` for the rows in ``has``, r their 0-based rank by ``values``
+    (highest first; ties by row, i.e. by item id); 0 elsewhere."""
+    out = np.zeros(len(values))
+    rows = np.flatnonzero(has)
+    if len(rows):
+        order = rows[np.argsort(-values[rows], kind="stable")]
+        out[order] = (k0 + 1.0) / (k0 + 1.0 + np.arange(len(order)))
+    return out
 
 
 def _mmr(pool: _Pool, k: int, cfg: RankingSettings) -> list[int]:

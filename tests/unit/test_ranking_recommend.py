@@ -248,3 +248,40 @@ def test_ann_similarities_are_used_without_a_taste_vector(world, cfg):
     assert ex["b1"]["ann"] == pytest.approx(0.95) and ex["a1"]["ann"] == pytest.approx(0.25)
     assert ex["a2"]["ann"] == 0.0
     assert recs[0].reasons == ["matches your recent taste"]
+
+
+# -- reciprocal-rank fusion ---------------------------------------------------------------------
+def test_rrf_fuses_ranks_not_scores():
+    """Hand-computed: k0 = 1, so a source's ranks 0, 1, 2 give 1, 2/3, 1/2, and 0 where it has no signal."""
+    items = {i: item(i, None, created_at=T0 - 30 * 86400) for i in ("p", "q", "r", "s")}
+    cfg = RankingSettings(fusion="rrf", rrf_k=1.0, mmr_lambda=1.0, creator_cap=0,
+                          source_weights={"ann": 0.0, "cooc": 1.0, "fresh": 0.0, "trending": 0.5})
+    # Co-occurrence scores with a huge spread (p dwarfs the rest): only their order counts.
+    cand = Candidates(cooc=[("p", 100.0), ("q", 0.02), ("r", 0.01)], trending=[("r", 9.0), ("s", 3.0), ("q", 1.0)])
+    got = explain_sources(None, cand, items, NOW, cfg)
+    assert got["p"]["cooc"] == pytest.approx(1.0) and got["p"]["trending"] == 0.0
+    assert got["q"]["cooc"] == pytest.approx(2 / 3) and got["q"]["trending"] == pytest.approx(0.5 * 1 / 2)
+    assert got["r"]["cooc"] == pytest.approx(1 / 2) and got["r"]["trending"] == pytest.approx(0.5 * 1.0)
+    assert got["s"]["cooc"] == 0.0 and got["s"]["trending"] == pytest.approx(0.5 * 2 / 3)
+    # totals: p 1, r 1, q 11/12, s 1/3; ties by id
+    assert [r.item_id for r in recommend(None, cand, items, NOW, cfg, k=4)] == ["p", "r", "q", "s"]
+    # With weighted fusion q (0.02 / 100 of p's co-occurrence) is nearly worthless instead.
+    wcfg = cfg.model_copy(update={"fusion": "weighted"})
+    assert explain_sources(None, cand, items, NOW, wcfg)["q"]["cooc"] == pytest.approx(0.0002)
+
+
+def test_rrf_ann_ranks_every_candidate_by_similarity_to_the_taste_vector(world):
+    cfg = RankingSettings(fusion="rrf", rrf_k=0.0, mmr_lambda=1.0, creator_cap=0,
+                          source_weights={"ann": 1.0, "cooc": 0.0, "fresh": 0.0, "trending": 0.0})
+    s = user_who_likes(world, ["a0"], cfg)
+    cand = Candidates(trending=[("b1", 1.0), ("a1", 0.5), ("b2", 0.2)])
+    got = explain_sources(s, cand, world, NOW, cfg)
+    # k0 = 0: ranks 0, 1, 2 -> 1, 1/2, 1/3; a1 (topic A, like the user's a0) ranks first.
+    assert got["a1"]["ann"] == pytest.approx(1.0)
+    assert sorted(v["ann"] for v in got.values()) == pytest.approx([1 / 3, 1 / 2, 1.0])
+    assert recommend(s, cand, world, NOW, cfg, k=1)[0].item_id == "a1"
+
+
+def test_rrf_rejects_unknown_fusion_names():
+    with pytest.raises(ValueError):
+        RankingSettings(fusion="sum")

@@ -175,3 +175,40 @@ def test_cooccurrence_remove_and_round_trip():
     assert r.row("a")["c"] == 3.0 and r.pops["a"] == 2.0
     with pytest.raises(StateFormatError):
         CoOccurrence.from_dict({"v": 1, "counts": []})
+
+
+def test_score_candidates_recency_weights_the_newest_history_items_most():
+    co = CoOccurrence(recency_half_life=1.0)
+    users_co(co, [["a", "x"], ["a", "x"], ["b", "x"], ["b", "y"], ["a", "z"]])
+    # History a (older), b (newest): b counts 1, a counts 0.5 ** (1 / 1) = 0.5.
+    # x = 0.5 * 2/sqrt(3*3) + 1 * 1/sqrt(2*3), y = 1 * 1/sqrt(2*1), z = 0.5 * 1/sqrt(3*1)
+    # (0.741, 0.707, 0.289: the margin of x over y shrinks from 0.37 unweighted to 0.03)
+    out = co.score_candidates_explained(["a", "b"], 10)
+    assert [j for j, _, _ in out] == ["x", "y", "z"]
+    assert out[0][1] == pytest.approx(0.5 * 2 / 3 + 1 / math.sqrt(6))
+    assert out[1][1] == pytest.approx(1 / math.sqrt(2))
+    assert out[2][1] == pytest.approx(0.5 / math.sqrt(3))
+    # The explaining item is the one contributing most after weighting: for x that is now b
+    # (a: 0.5 * 2 / sqrt(3) = 0.577 before the 1/sqrt(p_x); b: 1 / sqrt(2) = 0.707).
+    assert out[0][2] == "b"
+    # An explicit half-life overrides the store's own; 0 = plain (unweighted) item-kNN.
+    plain = co.score_candidates(["a", "b"], 10, recency_half_life=0.0)
+    assert [j for j, _ in plain] == ["x", "y", "z"] and plain[0][1] == pytest.approx(2 / 3 + 1 / math.sqrt(6))
+    assert co.history_weights(3) == [1.0, 0.5, 0.25]
+    assert CoOccurrence().history_weights(3) == [1.0, 1.0, 1.0]
+    assert co.history_weights(2, recency_half_life=2.0) == pytest.approx([1.0, 2 ** -0.5])
+
+
+def test_recency_weights_count_distinct_items_within_the_window():
+    co = CoOccurrence(window=2, recency_half_life=1.0)
+    users_co(co, [["a", "x"], ["b", "y"], ["c", "z"]])
+    # Newest first, distinct: c (weight 1), b (0.5); a is beyond the window of 2 and the repeated c counts once.
+    out = dict(co.score_candidates(["a", "b", "c", "c"], 10))
+    assert out == {"z": pytest.approx(1.0), "y": pytest.approx(0.5)}
+
+
+def test_recency_half_life_must_be_finite_and_not_negative():
+    with pytest.raises(RankingError):
+        CoOccurrence(recency_half_life=-1.0)
+    with pytest.raises(RankingError):
+        CoOccurrence(recency_half_life=float("inf"))
