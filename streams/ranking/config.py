@@ -95,6 +95,9 @@ class RankingSettings(BaseModel):
     # r-th most recent history item (r = 0 the newest) counts 0.5 ** (r / h).
     # 0 = every item of the window counts the same (plain item-kNN).
     cooc_recency_half_life: float = Field(default=0.0, ge=0)
+    # Distance weighting of co-occurrence pairs: the new item's pair with the d-th most
+    # recent history item (d = 0 the one just before) counts 0.5 ** (d / h); 0 = all count 1.
+    cooc_pair_half_life: float = Field(default=0.0, ge=0)
     # How many recent history items score co-occurrence candidates (0 = cooc_window).
     cooc_score_window: int = Field(default=0, ge=0)
     # Fresh: items uploaded in the last fresh_window_s; the freshness score falls

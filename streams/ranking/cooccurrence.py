@@ -42,6 +42,7 @@ class CoOccurrence:
         window: int = 20,
         recency_half_life: float = 0.0,
         score_window: int | None = None,
+        pair_half_life: float = 0.0,
     ) -> None:
         if max_neighbors < 1 or window < 1:
             raise RankingError("max_neighbors and window must be >= 1")
@@ -52,6 +53,9 @@ class CoOccurrence:
         self.max_neighbors = int(max_neighbors)
         self.window = int(window)
         self.recency_half_life = float(recency_half_life)
+        if not (pair_half_life >= 0 and math.isfinite(pair_half_life)):
+            raise RankingError(f"pair_half_life must be >= 0 and finite, got {pair_half_life!r}")
+        self.pair_half_life = float(pair_half_life)
         # How many recent distinct history items score candidates (default: the pair window).
         self.score_window = self.window if not score_window else int(score_window)
 
@@ -77,10 +81,12 @@ class CoOccurrence:
         if not others:
             return 0
         row = dict(self.counts.get(new_item_id, {}))
-        for h in others:
-            row[h] = row.get(h, 0.0) + weight
+        ph = self.pair_half_life
+        for d, h in enumerate(others):  # d = 0: the item just before the new one
+            w = weight * 0.5 ** (d / ph) if ph > 0 else weight
+            row[h] = row.get(h, 0.0) + w
             hrow = dict(self.counts.get(h, {}))
-            hrow[new_item_id] = hrow.get(new_item_id, 0.0) + weight
+            hrow[new_item_id] = hrow.get(new_item_id, 0.0) + w
             self.counts[h] = self._bounded(hrow)
         self.counts[new_item_id] = self._bounded(row)
         return len(others)

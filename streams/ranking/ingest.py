@@ -57,4 +57,5 @@ def new_trending(cfg: RankingSettings) -> DecayedCounter:
 def new_cooccurrence(cfg: RankingSettings, counts: Any = None, pops: Any = None) -> CoOccurrence:
     """A co-occurrence store configured from ``cfg`` (pass Faust tables as ``counts``/``pops`` in the worker)."""
     return CoOccurrence(counts, pops, max_neighbors=cfg.cooc_max_neighbors, window=cfg.cooc_window,
-                        recency_half_life=cfg.cooc_recency_half_life, score_window=cfg.cooc_score_window)
+                        recency_half_life=cfg.cooc_recency_half_life, score_window=cfg.cooc_score_window,
+                        pair_half_life=cfg.cooc_pair_half_life)

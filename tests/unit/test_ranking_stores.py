@@ -212,3 +212,17 @@ def test_recency_half_life_must_be_finite_and_not_negative():
         CoOccurrence(recency_half_life=-1.0)
     with pytest.raises(RankingError):
         CoOccurrence(recency_half_life=float("inf"))
+
+
+def test_pair_half_life_weights_pairs_by_distance_in_the_history():
+    co = CoOccurrence(window=3, pair_half_life=1.0)
+    # n pairs with c (just before it, d = 0: 1), b (d = 1: 0.5) and a (d = 2: 0.25); z is beyond the window.
+    assert co.add(["z", "a", "b", "c"], "n") == 3
+    assert co.row("n") == {"c": 1.0, "b": 0.5, "a": 0.25}
+    assert co.row("a") == {"n": 0.25} and co.row("c") == {"n": 1.0}
+    assert co.pops["n"] == 1.0  # popularity still counts users, not pairs
+    plain = CoOccurrence(window=3)
+    plain.add(["z", "a", "b", "c"], "n")
+    assert plain.row("n") == {"c": 1.0, "b": 1.0, "a": 1.0}
+    with pytest.raises(RankingError):
+        CoOccurrence(pair_half_life=-0.5)
