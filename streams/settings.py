@@ -182,7 +182,11 @@ class WorkerSettings(BaseModel):
     fanout_users: int = Field(default=50, ge=0)
     fanout_min_similarity: float = Field(default=0.2, ge=-1, le=1)
     item_cache_size: int = Field(default=200_000, ge=0)
+    # Decoded co-occurrence rows and popularities kept in memory (write-through, re-read after 2 s).
+    table_cache_size: int = Field(default=20_000, ge=1)
     media_workers: int = Field(default=2, ge=1)
+    # Users per Milvus search; the next chunk's search overlaps this chunk's ranking.
+    search_chunk: int = Field(default=64, ge=1)
     # How often each agent logs its throughput and per-stage time split (INFO).
     stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.

@@ -10,6 +10,7 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
 from streams.services.items import FreshItems, ItemCache
+from streams.services.table_cache import CachedTable
 from streams.services.takedowns import TakedownView
 from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
@@ -40,7 +41,7 @@ class WorkerContext:
 
         client = await asyncio.to_thread(milvus_client, settings.milvus)
         dim = settings.encoders.dim
-        items = ItemCollection(client, settings.milvus.items_collection, dim)
+        items = ItemCollection(client, settings.milvus.items_collection, dim, settings.milvus.timeout_s)
         users = UserCollection(client, settings.milvus.users_collection, dim)
         await asyncio.to_thread(items.ensure)
         await asyncio.to_thread(users.ensure)
@@ -61,7 +62,8 @@ class WorkerContext:
             cache=ItemCache(items, settings.worker.item_cache_size),
             fresh=fresh,
             trending=trending,
-            cooc=new_cooccurrence(rank, counts=tables.cooccurrence, pops=tables.item_popularity),
+            cooc=new_cooccurrence(rank, counts=CachedTable(tables.cooccurrence, settings.worker.table_cache_size),
+                                  pops=CachedTable(tables.item_popularity, settings.worker.table_cache_size)),
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
             takedowns=TakedownView(tables.takedowns),
             mirror=UserVectorMirror(users, settings.worker),

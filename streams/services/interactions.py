@@ -115,10 +115,13 @@ class InteractionProcessor:
         self._last_snapshot = time.monotonic()
 
     async def refresh_lists(self, touched: dict[str, tuple[UserState, object, Interaction]]) -> None:
+        """Rank and publish chunk by chunk, so the first users' lists leave before the last are ranked."""
         now = max(it.ts for _, _, it in touched.values())
-        lists = await until_done(
-            "recommend", lambda: self.recommender.lists_for({u: s for u, (s, _, _) in touched.items()}, now),
-            self.ctx.settings.worker)
-        for user, recs in lists.items():
-            _, _, it = touched[user]
-            await self.recommender.publish(user, recs, it.event_id, it.ts)
+        todo = dict(touched)  # a transient failure mid-way retries only the users not yet published
+        await until_done("recommend", lambda: self._publish_lists(todo, now), self.ctx.settings.worker)
+
+    async def _publish_lists(self, todo: dict[str, tuple[UserState, object, Interaction]], now: float) -> None:
+        async for group in self.recommender.iter_lists({u: s for u, (s, _, _) in todo.items()}, now):
+            for user, recs in group.items():
+                _, _, it = todo.pop(user)
+                await self.recommender.publish(user, recs, it.event_id, it.ts)

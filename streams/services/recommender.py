@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -29,16 +30,49 @@ class Recommender:
 
     async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, list[RecommendedItem]]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
-        ctx, cfg = self.ctx, self.cfg
+        out: dict[str, list[RecommendedItem]] = {}
+        async for group in self.iter_lists(users, now):
+            out.update(group)
+        return out
+
+    async def iter_lists(self, users: dict[str, UserState | None],
+                         now: float) -> AsyncIterator[dict[str, list[RecommendedItem]]]:
+        """The same lists, yielded a chunk of users at a time as soon as each chunk is ranked.
+
+        Chunk n+1's ANN search runs in Milvus (another process, another core) while
+        chunk n is ranked here, so search and scoring overlap instead of taking turns.
+        """
+        names = list(users)
+        size = self.ctx.settings.worker.search_chunk
+        groups = [names[i : i + size] for i in range(0, len(names), size)]
+        if not groups:
+            return
+        fresh = self.ctx.fresh.recent(now, self.cfg.fresh_candidates)
+        trending = self.ctx.trending.top(self.cfg.trending_candidates, now)
+        pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[0]}))
+        try:
+            for n, group in enumerate(groups):
+                ann = await pending
+                if n + 1 < len(groups):
+                    pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[n + 1]}))
+                yield await self._rank({u: users[u] for u in group}, ann, fresh, trending, now)
+        finally:
+            if not pending.done():
+                pending.cancel()
+
+    async def _search(self, users: dict[str, UserState | None]) -> dict[str, list[tuple[str, float]]]:
+        """One batched ANN search (nq = users with a taste vector)."""
         vectors = {u: v for u, s in users.items() if (v := user_vector(s)) is not None}
-        ann: dict[str, list[tuple[str, float]]] = {}
-        if vectors:
-            names = list(vectors)
-            hits = await asyncio.to_thread(ctx.items.search_ids, np.stack([vectors[u] for u in names]),
-                                           cfg.ann_candidates)
-            ann = dict(zip(names, hits))
-        fresh = ctx.fresh.recent(now, cfg.fresh_candidates)
-        trending = ctx.trending.top(cfg.trending_candidates, now)
+        if not vectors:
+            return {}
+        names = list(vectors)
+        hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]),
+                                       self.cfg.ann_candidates)
+        return dict(zip(names, hits))
+
+    async def _rank(self, users: dict[str, UserState | None], ann: dict[str, list[tuple[str, float]]],
+                    fresh: list, trending: list, now: float) -> dict[str, list[RecommendedItem]]:
+        ctx, cfg = self.ctx, self.cfg
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
         for user, state in users.items():

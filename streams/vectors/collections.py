@@ -57,8 +57,9 @@ def _wrap(what: str):
 class ItemCollection:
     """Items: fused + per-modality vectors and scalar fields."""
 
-    def __init__(self, client: MilvusClient, name: str, dim: int) -> None:
+    def __init__(self, client: MilvusClient, name: str, dim: int, timeout_s: float | None = None) -> None:
         self.client, self.name, self.dim = client, name, dim
+        self.timeout_s = timeout_s  # deadline of the raw search path (the client's own calls carry theirs)
 
     @_wrap("create items collection")
     def ensure(self) -> None:
@@ -121,7 +122,7 @@ class ItemCollection:
     def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
         """Like :meth:`search`, as plain (id, similarity) pairs, without pymilvus' per-hit objects."""
         return search_ids(self.client, self.name, "vector", vectors, limit,
-                          "available == true" if only_available else "")
+                          "available == true" if only_available else "", self.timeout_s)
 
     @_wrap("query fresh items")
     def fresh(self, since_ms: int, limit: int) -> list[dict]:

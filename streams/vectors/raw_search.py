@@ -25,13 +25,13 @@ _fallback_warned = False
 
 
 def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.ndarray, limit: int,
-               expr: str = "") -> list[list[tuple[str, float]]]:
-    """Top-``limit`` (id, similarity) per query vector, best first."""
+               expr: str = "", timeout_s: float | None = None) -> list[list[tuple[str, float]]]:
+    """Top-``limit`` (id, similarity) per query vector, best first; ``timeout_s`` is the call's deadline."""
     if len(vectors) == 0:
         return []
     data = np.asarray(vectors, dtype=np.float32).tolist()
     try:
-        return _raw(client, collection, field, data, limit, expr)
+        return _raw(client, collection, field, data, limit, expr, timeout_s)
     except (AttributeError, ImportError, TypeError) as exc:
         global _fallback_warned
         if not _fallback_warned:
@@ -39,19 +39,19 @@ def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.nd
                         "(slower result parsing). Pin pymilvus as in deploy/requirements.lock to restore it.",
                         type(exc).__name__, exc)
             _fallback_warned = True
-        res = client.search(collection, data=data, anns_field=field, limit=limit, filter=expr)
+        res = client.search(collection, data=data, anns_field=field, limit=limit, filter=expr, timeout=timeout_s)
         return [[(str(h.id), float(h["distance"])) for h in row] for row in res]
 
 
 def _raw(client: MilvusClient, collection: str, field: str, data: list, limit: int,
-         expr: str) -> list[list[tuple[str, float]]]:
+         expr: str, timeout_s: float | None) -> list[list[tuple[str, float]]]:
     from pymilvus.client.prepare import Prepare
     from pymilvus.client.utils import check_status
 
     conn = client._get_connection()
     request = Prepare.search_requests_with_expr(collection, data, field, {}, limit, expr or None)
     try:
-        response = conn._stub.Search(request, timeout=None)
+        response = conn._stub.Search(request, timeout=timeout_s)
     except grpc.RpcError as exc:  # the public path maps these to MilvusException too
         raise MilvusException(message=f"search RPC failed: {exc.code()} {exc.details()}") from exc
     check_status(response.status)
