@@ -1,20 +1,26 @@
 """Interactions path, end to end: sustained events/s and latency from send to the refreshed list.
 
     make stack-up
-    .venv/bin/python bench/interactions.py --items 100000 --users 10000 --events 20000 --rate 2000 \
-        --json-out bench/results/interactions.json
+    .venv/bin/python bench/interactions.py --items 100000 --users 10000,100000 --events 20000 \
+        --rate 2000 --latency-rate 100 --catalogue bench_cat100k --json-out bench/results/interactions.json
 
 Three modes, measured one after the other in one run, on the same catalogue:
 
-* **optimised**: the worker as shipped (batched ``take_events``, one Milvus search
-  with nq = users in the batch, item cache, vectorised scoring);
+* **optimised**: the worker as shipped (batched ``take_events``, batched Milvus
+  searches overlapping the ranking, item and table caches, vectorised scoring);
 * **naive**: the same code with batching and caches switched off by settings
   (one event at a time, one Milvus search per event, every item fetched from Milvus);
 * **floor**: the same Kafka produce -> consume loop with no processing at all.
 
+Each worker mode runs on fresh state (new app id, topics and users) in two phases:
+*saturation* offers ``--rate`` events/s, far above what one worker sustains, and
+gives the throughput; *paced* offers ``--latency-rate`` events/s, below it, and
+gives the latency distribution without queueing in front of the worker.
+
 Latency is from the producer's ``send`` of an interaction to the consumer's receipt
-of the list whose ``source_event_id`` is that interaction. The catalogue holds
-synthetic unit vectors (clustered), inserted straight into Milvus.
+of the first list for that user tagged with that interaction or a later one (the
+worker publishes one list per user per batch). The catalogue holds synthetic unit
+vectors (clustered), inserted straight into Milvus.
 """
 
 from __future__ import annotations
@@ -175,16 +181,26 @@ def measure(kafka, produce_topic: str, consume_topic: str, id_of, events: list[d
     return summarize(sent, done, wall)
 
 
-def run_worker_mode(name: str, env_extra: dict, args, log_dir: Path, base_env: dict, rng) -> dict:
+def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path, base_env: dict, rng) -> dict:
+    """One fresh worker: a saturation phase (throughput), then a paced phase (latency)."""
     w = WorkerProcess({**base_env, **env_extra}, log_dir / f"worker-{name}.log")
     w.start()
     s = w.settings
+    id_of = lambda v: orjson.loads(v)["source_event_id"] if v else None  # noqa: E731
+    naive = name.startswith("naive")
     try:
-        n = args.events if name == "optimised" else args.naive_events
-        events = make_events(n, args.users, args.items, rng, f"{name}-{uuid.uuid4().hex[:6]}")
-        out = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
-                      lambda v: orjson.loads(v)["source_event_id"] if v else None,
-                      events, args.rate, args.drain_s, keep_going=w.alive)
+        out: dict = {"users": users}
+        n = args.naive_events if naive else args.events
+        events = make_events(n, users, args.items, rng, f"{name}-sat-{uuid.uuid4().hex[:6]}")
+        out["saturation"] = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
+                                    id_of, events, args.rate, args.drain_s, keep_going=w.alive)
+        rate = args.naive_latency_rate if naive else args.latency_rate
+        if rate > 0:
+            n = max(200, int(rate * args.latency_s))
+            events = make_events(n, users, args.items, rng, f"{name}-lat-{uuid.uuid4().hex[:6]}")
+            out["paced"] = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
+                                   id_of, events, rate, args.drain_s, keep_going=w.alive)
+            out["paced"]["offered_rate"] = rate
         out["worker_alive"] = w.alive()
         return out
     finally:
@@ -192,25 +208,44 @@ def run_worker_mode(name: str, env_extra: dict, args, log_dir: Path, base_env: d
 
 
 def run_floor(args, rng) -> dict:
-    """The physical floor: produce -> consume through Kafka, nothing in between."""
+    """The physical floor: produce -> consume through Kafka, nothing in between, at both rates."""
     from streams.settings import Settings
 
     kafka = Settings().kafka
     topic = f"floor-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, [TopicSpec(name=topic, partitions=8)])
-    events = make_events(args.events, args.users, args.items, rng, "floor")
-    return measure(kafka, topic, topic, lambda v: orjson.loads(v)["event_id"], events, args.rate, args.drain_s)
+    id_of = lambda v: orjson.loads(v)["event_id"]  # noqa: E731
+    out = {"saturation": measure(kafka, topic, topic, id_of, make_events(args.events, 10_000, args.items, rng, "fs"),
+                                 args.rate, args.drain_s)}
+    if args.latency_rate > 0:
+        n = max(200, int(args.latency_rate * args.latency_s))
+        out["paced"] = measure(kafka, topic, topic, id_of, make_events(n, 10_000, args.items, rng, "fp"),
+                               args.latency_rate, args.drain_s)
+        out["paced"]["offered_rate"] = args.latency_rate
+    return out
+
+
+def mode_env(unique: str, tag: str, extra: dict | None = None) -> dict:
+    """A fresh app id and topic prefix (fresh state), same catalogue."""
+    return {"AVREC_APP_ID": f"avrec-{unique}-{tag}", "AVREC_KAFKA__TOPIC_PREFIX": f"{unique}{tag}-", **(extra or {})}
+
+
+NAIVE = {"AVREC_WORKER__INTERACTION_BATCH": "1", "AVREC_WORKER__ITEM_CACHE_SIZE": "0",
+         "AVREC_WORKER__TABLE_CACHE_SIZE": "1", "AVREC_WORKER__SEARCH_CHUNK": "1"}
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--users", type=int, default=10_000)
-    p.add_argument("--events", type=int, default=20_000)
-    p.add_argument("--naive-events", type=int, default=3_000)
-    p.add_argument("--rate", type=float, default=2000.0, help="offered events/s (0 = as fast as possible)")
-    p.add_argument("--drain-s", type=float, default=120.0)
+    p.add_argument("--users", default="10000,100000", help="comma-separated user counts (one worker run each)")
+    p.add_argument("--events", type=int, default=20_000, help="events in the saturation phase")
+    p.add_argument("--naive-events", type=int, default=2_000)
+    p.add_argument("--rate", type=float, default=2000.0, help="offered events/s in the saturation phase")
+    p.add_argument("--latency-rate", type=float, default=100.0, help="offered events/s in the paced phase (0: skip)")
+    p.add_argument("--naive-latency-rate", type=float, default=20.0)
+    p.add_argument("--latency-s", type=float, default=30.0, help="length of the paced phase")
+    p.add_argument("--drain-s", type=float, default=300.0)
     p.add_argument("--modes", default="floor,optimised,naive")
     p.add_argument("--json-out")
     p.add_argument("--catalogue", help="Milvus items collection to use; loaded only if missing "
@@ -224,23 +259,20 @@ def main() -> None:
     log_dir = ROOT / "bench" / "results" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     probe = WorkerProcess(base_env, log_dir / "probe.log")
-    result: dict = {"items": args.items, "users": args.users, "offered_rate": args.rate}
+    user_counts = [int(u) for u in args.users.split(",")]
+    result: dict = {"items": args.items, "offered_rate": args.rate, "latency_rate": args.latency_rate}
     result["catalogue_load_s"] = round(load_catalogue(probe.settings, args.items, rng, reuse=bool(args.catalogue)), 1)
     modes = args.modes.split(",")
     if "floor" in modes:
         result["floor"] = run_floor(args, rng)
-    if "optimised" in modes:
-        result["optimised"] = run_worker_mode("optimised", {}, args, log_dir, base_env, rng)
+    for users in user_counts if "optimised" in modes else []:
+        result[f"optimised_{users}"] = run_worker_mode(f"optimised-{users}", mode_env(unique, f"o{users}"), args,
+                                                       users, log_dir, base_env, rng)
     if "naive" in modes:
-        naive_env = {"AVREC_WORKER__INTERACTION_BATCH": "1", "AVREC_WORKER__ITEM_CACHE_SIZE": "0",
-                     "AVREC_APP_ID": f"avrec-{unique}-naive", "AVREC_KAFKA__TOPIC_PREFIX": f"{unique}n-"}
-        result["naive"] = run_worker_mode("naive", naive_env, args, log_dir, base_env, rng)
-    o, n, f = result.get("optimised"), result.get("naive"), result.get("floor")
-    if o and n and o["events_per_s"] and n["events_per_s"]:
-        result["optimised_over_naive_throughput"] = round(o["events_per_s"] / n["events_per_s"], 2)
-    if o and f and o["p50_ms"] is not None and f["p50_ms"] is not None:
-        result["optimised_minus_floor_p50_ms"] = round(o["p50_ms"] - f["p50_ms"], 1)
-        result["optimised_minus_floor_p99_ms"] = round(o["p99_ms"] - f["p99_ms"], 1)
+        users = user_counts[0]
+        result[f"naive_{users}"] = run_worker_mode(f"naive-{users}", mode_env(unique, f"n{users}", NAIVE), args,
+                                                   users, log_dir, base_env, rng)
+    result["ratios"] = ratios(result, user_counts[0])
     text = json.dumps(result, indent=2)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +285,19 @@ def main() -> None:
         client.close()
     else:
         probe.drop_collections()
+
+
+def ratios(result: dict, users: int) -> dict:
+    """(a)/(b) throughput, and (a) - (c) latency at the paced rate."""
+    out: dict = {}
+    o, n, f = result.get(f"optimised_{users}"), result.get(f"naive_{users}"), result.get("floor")
+    if o and n and o["saturation"]["events_per_s"] and n["saturation"]["events_per_s"]:
+        out["optimised_over_naive_throughput"] = round(o["saturation"]["events_per_s"] /
+                                                       n["saturation"]["events_per_s"], 2)
+    if o and f and "paced" in o and "paced" in f and o["paced"]["p50_ms"] is not None:
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            out[f"optimised_minus_floor_{q}"] = round(o["paced"][q] - f["paced"][q], 1)
+    return out
 
 
 if __name__ == "__main__":
