@@ -42,7 +42,7 @@ import aiohttp
 import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from encoders.breaker import CircuitBreaker, backoff_delays
+from encoders.breaker import CLOSED, CircuitBreaker, backoff_delays
 from encoders.exceptions import InferenceError, TritonUnavailable
 from streams.settings import TritonSettings
 
@@ -354,6 +354,14 @@ class TritonClient:
 
         if not requests:
             return []
+        first: list[dict[str, np.ndarray] | InferenceError] = []
+        if self.breaker.state != CLOSED and len(requests) > 1:
+            # The circuit admits one trial call. Sent together with the others, it would be
+            # cancelled as soon as a sibling fails fast with CircuitOpen, so the breaker would
+            # never see it settle and stay half-open for good (a stalled stream after Triton
+            # is back). So the first request goes alone; the rest follow once it got through.
+            first = [await one(requests[0])]
+            requests = requests[1:]
         tasks = [asyncio.ensure_future(one(r)) for r in requests]
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -366,10 +374,13 @@ class TritonClient:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for t in tasks:  # the first failure in request order, so the error is deterministic
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
+        # Read every finished task's exception (so asyncio does not log "never retrieved"),
+        # and raise the first failure in request order, so the error is deterministic.
+        failures = [t.exception() for t in tasks if t.done() and not t.cancelled()]
+        for exc in failures:
+            if exc is not None:
+                raise exc
+        return first + [t.result() for t in tasks]
 
     # -- model conveniences ------------------------------------------------------------------
 
