@@ -187,6 +187,8 @@ class WorkerSettings(BaseModel):
     media_workers: int = Field(default=2, ge=1)
     # Users per Milvus search; the next chunk's search overlaps this chunk's ranking.
     search_chunk: int = Field(default=64, ge=1)
+    # The worker's event loop: uvloop (default) or asyncio's own ("aio").
+    event_loop: Literal["uvloop", "aio"] = "uvloop"
     # How often each agent logs its throughput and per-stage time split (INFO).
     stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.

@@ -41,5 +41,20 @@ def run_worker(loglevel: str = "info") -> None:
     # Faust creates only the last level of its data dir (RocksDB state lives there).
     Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)
     # Faust's umbrella command reads sys.argv.
-    sys.argv = ["avrec", "worker", "--loglevel", loglevel, "--without-web"]
+    sys.argv = ["avrec", "--loop", event_loop(), "worker", "--loglevel", loglevel, "--without-web"]
     app.main()
+
+
+def event_loop() -> str:
+    """uvloop when it is installed and asked for (the default), else asyncio's own loop."""
+    from streams.settings import get_settings
+
+    wanted = get_settings().worker.event_loop
+    if wanted == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            log.warning("uvloop is not installed; running on asyncio's event loop "
+                        "(pip install uvloop, or set AVREC_WORKER__EVENT_LOOP=aio to silence this)")
+            return "aio"
+    return wanted
