@@ -178,13 +178,21 @@ class TritonClient:
             if s.protocol == "grpc":
                 import tritonclient.grpc.aio as mod
 
-                self._client = mod.InferenceServerClient(url=s.url, ssl=s.ssl)
+                self._client = mod.InferenceServerClient(
+                    url=s.url,
+                    ssl=s.ssl,
+                    # File paths; tritonclient reads them. None: the system's roots, no client certificate.
+                    root_certificates=str(s.ssl_cafile) if s.ssl and s.ssl_cafile else None,
+                    private_key=str(s.ssl_keyfile) if s.ssl and s.ssl_keyfile else None,
+                    certificate_chain=str(s.ssl_certfile) if s.ssl and s.ssl_certfile else None,
+                )
             else:
                 import tritonclient.http.aio as mod
 
                 self._client = mod.InferenceServerClient(
                     url=s.url,
                     ssl=s.ssl,
+                    ssl_context=s.ssl_context(),  # verifies the server against ssl_cafile
                     conn_limit=self._max_in_flight,
                     # aiohttp's own cap; the per-attempt asyncio time-out below is the one that counts.
                     conn_timeout=s.timeout_s,

@@ -70,13 +70,28 @@ class TopicsSettings(BaseModel):
         return [getattr(self, name) for name in type(self).model_fields]
 
 
+class MaskedStr(str):
+    """A secret handed to a library that wants a ``str``: usable as one, but its ``repr`` is masked.
+
+    kafka-python logs its whole configuration at DEBUG (``Starting KafkaAdminClient
+    with configuration: {...}``), i.e. the ``repr`` of every value: the password
+    must not be in it.
+    """
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # TLS (SSL and SASL_SSL): the CA bundle that signed the brokers' certificates (None: the system's),
+    # and whether the certificate must name the host connected to.
     ssl_cafile: Path | None = None
+    ssl_check_hostname: bool = True
     client_id: str = "avrec"
     request_timeout_s: float = Field(default=30.0, gt=0)
     # Prepended to every topic name: several deployments (or test runs) can share a cluster.
@@ -91,6 +106,37 @@ class KafkaSettings(BaseModel):
                 if not spec.name.startswith(self.topic_prefix):
                     setattr(self.topics, field_name, spec.model_copy(update={"name": self.topic_prefix + spec.name}))
         return self
+
+    @model_validator(mode="after")
+    def _check_security(self) -> "KafkaSettings":
+        """SASL needs a mechanism and credentials; a mechanism without SASL would be silently ignored."""
+        if self.security_protocol.startswith("SASL_"):
+            missing = [name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if not getattr(self, name)]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)} "
+                    f"(AVREC_KAFKA__{missing[0].upper()})"
+                )
+        elif self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism {self.sasl_mechanism} is set but security_protocol is {self.security_protocol}: "
+                "set AVREC_KAFKA__SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> Any:
+        """An ``ssl.SSLContext`` for aiokafka/Faust (None without TLS): verifies the broker against ``ssl_cafile``."""
+        if not self.uses_tls:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        ctx.check_hostname = self.ssl_check_hostname
+        return ctx
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -108,22 +154,49 @@ class KafkaSettings(BaseModel):
             cfg["sasl_mechanism"] = self.sasl_mechanism
             cfg["sasl_plain_username"] = self.sasl_username
             cfg["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
+                MaskedStr(self.sasl_password.get_secret_value()) if self.sasl_password else None
             )
-        if self.ssl_cafile:
-            cfg["ssl_cafile"] = str(self.ssl_cafile)
+        if self.uses_tls:
+            cfg["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_cafile:
+                cfg["ssl_cafile"] = str(self.ssl_cafile)
         return cfg
 
 
 class TritonSettings(BaseModel):
     url: str = "127.0.0.1:8000"
     protocol: Literal["http", "grpc"] = "http"
+    # TLS to Triton (gRPC natively, HTTP through a TLS-terminating proxy): the CA bundle that signed the
+    # server's certificate (None: the system's), and an optional client certificate and key (mutual TLS).
     ssl: bool = False
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     # Open the circuit after this many consecutive failures, for this long.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> "TritonSettings":
+        given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+        if given and not self.ssl:
+            raise ValueError(f"{', '.join(given)} given but ssl is off: set AVREC_TRITON__SSL=true")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("a client certificate needs both ssl_certfile and ssl_keyfile")
+        return self
+
+    def ssl_context(self) -> Any:
+        """The ``ssl.SSLContext`` for the HTTP client (None without TLS)."""
+        if not self.ssl:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile and self.ssl_keyfile:
+            ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        return ctx
 
 
 class MilvusSettings(BaseModel):
