@@ -1,7 +1,7 @@
 """Connecting to Milvus the same way everywhere: Milvus Lite's server or Milvus standalone by URI.
 
-Every call made through the client returned here carries a deadline
-(``settings.timeout_s``). Without one, pymilvus retries a refused connection 75
+Every streaming call made through the client returned here (upsert, get,
+search, query, delete, ...) carries a deadline (``settings.timeout_s``). Without one, pymilvus retries a refused connection 75
 times with back-off (measured: ~210 s for one ``upsert`` while Milvus was
 down), and only honours a per-call ``timeout`` that is an ``int``; so a float
 setting is rounded up. A call that runs out of time raises ``MilvusException``
@@ -28,11 +28,18 @@ from streams.settings import MilvusSettings
 log = logging.getLogger(__name__)
 
 
+# Calls whose duration grows with the data (loading a large collection, building an index) keep
+# pymilvus' own behaviour: a fixed deadline would fail a worker start-up on a big collection
+# (iterators: a deadline per page is not what a caller of a long scan expects).
+_UNBOUNDED = frozenset({"load_collection", "load_partitions", "refresh_load", "create_collection", "create_index",
+                        "flush", "compact", "wait_for_loading", "query_iterator", "search_iterator"})
+
+
 def _timeout_positions() -> dict[str, int]:
     """Public ``MilvusClient`` methods that take ``timeout``, with its positional index (self excluded)."""
     out: dict[str, int] = {}
     for name, fn in inspect.getmembers(MilvusClient, inspect.isfunction):
-        if name.startswith("_"):
+        if name.startswith("_") or name in _UNBOUNDED:
             continue
         params = list(inspect.signature(fn).parameters.values())[1:]
         for i, p in enumerate(params):

@@ -455,3 +455,28 @@ async def test_errors_that_are_not_outages_are_not_retried_forever():
     with pytest.raises(KeyError):
         await until_done("op", bug, _Cfg())
     assert calls == 1
+
+
+def test_milvus_calls_carry_a_whole_second_deadline(monkeypatch):
+    """pymilvus retries a refused connection ~210 s unless the call has an ``int`` timeout."""
+    from pymilvus import MilvusClient
+
+    from streams.vectors.milvus import DeadlineMilvusClient
+
+    seen: dict[str, object] = {}
+
+    def fake(name):
+        def call(self, *args, **kwargs):
+            seen[name] = kwargs.get("timeout")
+        return call
+
+    for name in ("upsert", "query", "search", "load_collection"):
+        monkeypatch.setattr(MilvusClient, name, fake(name))
+    client = DeadlineMilvusClient.__new__(DeadlineMilvusClient)  # no connection needed
+    client._avrec_call_timeout = 3
+    client.upsert("items", [])
+    client.query("items", filter="", timeout=7)
+    client.search("items", data=[])
+    client.load_collection("items")
+    assert seen == {"upsert": 3, "query": 7, "search": 3, "load_collection": None}
+    assert isinstance(seen["upsert"], int)
