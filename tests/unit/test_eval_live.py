@@ -74,8 +74,8 @@ def test_select_users_keeps_every_upload_and_the_raw_records_in_step():
 def test_ranking_env_carries_only_the_differences():
     base = RankingSettings()
     assert ranking_env(base, base) == {}
-    other = RankingSettings(top_k=30, fusion="rrf", source_weights={"ann": 0.5, "cooc": 0.6, "fresh": 0.3,
-                                                                     "trending": 0.3})
+    other = RankingSettings(top_k=30, fusion="rrf",
+                            source_weights={**base.source_weights.model_dump(), "ann": 0.5})
     assert ranking_env(base, other) == {"AVREC_RANKING__TOP_K": "30", "AVREC_RANKING__FUSION": "rrf",
                                         "AVREC_RANKING__SOURCE_WEIGHTS__ANN": "0.5"}
 

@@ -154,7 +154,7 @@ def test_ingest_signature_ignores_list_only_settings():
 def test_overrides():
     rs = apply_overrides(RankingSettings(), ["creator_cap=0", "source_weights.cooc=1.5", "hide_event_types=[\"hide\"]"])
     assert rs.creator_cap == 0 and rs.source_weights.cooc == 1.5 and rs.hide_event_types == ("hide",)
-    assert diff_settings(RankingSettings(), rs)["source_weights.cooc"] == (0.6, 1.5)
+    assert diff_settings(RankingSettings(), rs)["source_weights.cooc"] == (1.0, 1.5)
     name, v = parse_variant("tuned:cooc_window=10,mmr_lambda=1", RankingSettings())
     assert name == "tuned" and v.cooc_window == 10 and v.mmr_lambda == 1.0
     for bad in (["nope=1"], ["creator_cap"], ["source_weights.nope=1"], ["creator_cap=-1"]):

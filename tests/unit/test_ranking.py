@@ -49,11 +49,14 @@ def test_defaults_match_the_documented_values(cfg):
         "view": 0.3, "like": 1.0, "share": 1.5, "comment": 1.0,
         "complete": 1.2, "skip": -0.3, "dislike": -1.0, "hide": -1.5,
     }
-    assert cfg.source_weights.model_dump() == {"ann": 1.0, "cooc": 0.6, "fresh": 0.3, "trending": 0.3}
+    assert cfg.source_weights.model_dump() == {"ann": 0.2, "cooc": 1.0, "fresh": 0.1, "trending": 0.1}
+    assert (cfg.fusion, cfg.rrf_k) == ("weighted", 60.0)
+    assert (cfg.cooc_window, cfg.cooc_max_neighbors, cfg.cooc_recency_half_life, cfg.cooc_score_window,
+            cfg.cooc_pair_half_life) == (10, 300, 4.0, 20, 0.0)
     assert (cfg.half_life_s, cfg.fresh_window_s, cfg.trending_half_life_s) == (7 * 86400, 48 * 3600, 6 * 3600)
     counts = (cfg.ann_candidates, cfg.cooc_candidates, cfg.fresh_candidates, cfg.trending_candidates)
     assert counts == (200, 100, 50, 50)
-    assert (cfg.mmr_lambda, cfg.creator_cap, cfg.top_k, cfg.history_len, cfg.dedupe_window) == (0.8, 2, 20, 50, 512)
+    assert (cfg.mmr_lambda, cfg.creator_cap, cfg.top_k, cfg.history_len, cfg.dedupe_window) == (0.9, 2, 20, 50, 512)
 
 
 def test_settings_override_from_environment_and_reject_unknown_keys(monkeypatch):

@@ -41,7 +41,9 @@ def item(iid, vec, creator=None, title=None, created_at=T0 - 30 * 86400, availab
 
 @pytest.fixture
 def cfg() -> RankingSettings:
-    return RankingSettings()
+    # The hand-computed cases below use an ann-led blend (the earlier defaults) so every
+    # source's contribution is visible; the live defaults are checked in test_ranking.py.
+    return RankingSettings(source_weights={"ann": 1.0, "cooc": 0.6, "fresh": 0.3, "trending": 0.3})
 
 
 @pytest.fixture
