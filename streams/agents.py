@@ -2,7 +2,8 @@
 
 Each agent reads with ``take_events`` so a batch shares Triton and Milvus round
 trips. Faust acks a batch's events only after the loop body returns, so an
-offset never moves past an event that was not processed or dead-lettered.
+offset never moves past an event that was not processed or dead-lettered, nor
+past one whose table writes are not yet in Kafka (``changelog_flushed``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 
 from streams import topics
 from streams.app import app
+from streams.services.changelog import changelog_flushed
 from streams.services.context import get_context
 from streams.services.control import ControlProcessor
 from streams.services.deadletters import send_dead_letter
@@ -38,6 +40,8 @@ async def guarded(handler, events: list) -> None:
         log.exception("%s failed on a batch of %d events; dead-lettering them", type(handler).__name__, len(events))
         for ev in events:
             await send_dead_letter(ev, "internal", f"{type(exc).__name__}: {exc}")
+    # The batch is acked when this returns: its table writes must reach Kafka first (see changelog.py).
+    await changelog_flushed()
 
 
 @app.agent(topics.uploads, name="uploads")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 from streams import tables
 from streams.ranking import UserState, ingest_interaction, user_vector
@@ -24,6 +25,15 @@ from streams.services.stats import BatchStats
 
 log = logging.getLogger(__name__)
 TRENDING_SNAPSHOT_EVERY_S = 30.0
+
+
+class Touched(NamedTuple):
+    """A user touched by a batch: their state, the event whose scope their writes use, and the list's tag."""
+
+    state: UserState
+    event: object
+    event_id: str  # the user's last applied event
+    ts: float
 
 
 def load_state(raw: dict | None) -> UserState:
@@ -58,28 +68,35 @@ class InteractionProcessor:
                                      lambda: self.ctx.cache.get_many(i.item_id for _, i in decoded),
                                      self.ctx.settings.worker)
         with stats.stage("state"):
-            states, changed = await self._apply(decoded, items)
-        if not changed:
+            touched = await self._apply(decoded, items)
+        if not touched:
             return
         with stats.stage("lists"):
-            await self.refresh_lists({u: states[u] for u in changed})
-        # Every user seen in the batch, duplicates included: a re-delivered event after
-        # a crash re-offers its user's vector, which heals a mirror write the crash lost.
-        self.ctx.mirror.offer({u: v for u, (s, _, _) in states.items() if (v := user_vector(s)) is not None})
+            await self.refresh_lists(touched)
+        self.ctx.mirror.offer({u: v for u, t in touched.items() if (v := user_vector(t.state)) is not None})
 
-    async def _apply(self, decoded: list[tuple[object, Interaction]], items: dict) -> tuple[dict, set[str]]:
-        """Apply the batch's events to the users' states and write each changed state once."""
+    async def _apply(self, decoded: list[tuple[object, Interaction]], items: dict) -> dict[str, Touched]:
+        """Apply the batch's events to the users' states; write each touched user's state once.
+
+        A user whose events in the batch were all duplicates is touched too: a
+        duplicate is almost always a re-delivery after a crash, and Faust writes a
+        table value to RocksDB at once but its changelog record (and our list and
+        mirror row) only later, so a kill in between leaves the local store ahead
+        of everything derived from it. Re-writing the state, re-publishing the list
+        and re-offering the vector on the re-delivery closes that gap; without it
+        the user's last events could be missing from the changelog for good
+        (found by tests/reliability/test_worker_crash_replay.py).
+        """
         cfg = self.ctx.settings.ranking
         takedowns = self.ctx.takedowns.current()
-        states: dict[str, tuple[UserState, object, Interaction]] = {}
-        changed: set[str] = set()
+        touched: dict[str, Touched] = {}
         for ev, it in decoded:
             item = items.get(it.item_id)
             if item is None:
                 await send_dead_letter(ev, "unknown_item", f"item {it.item_id!r} is not in the catalogue")
                 continue
-            if it.user_id in states:
-                state = states[it.user_id][0]
+            if it.user_id in touched:
+                state = touched[it.user_id].state
             else:
                 with event_scope(ev):
                     state = load_state(tables.user_state.get(it.user_id))
@@ -91,17 +108,17 @@ class InteractionProcessor:
                                              cooc=self.ctx.cooc, trending=self.ctx.trending)
             if applied:
                 # The list is tagged with the user's last *applied* event, never a dropped duplicate.
-                states[it.user_id] = (state, ev, it)
-                changed.add(it.user_id)
+                touched[it.user_id] = Touched(state, ev, it.event_id, it.ts)
             else:
-                states.setdefault(it.user_id, (state, ev, it))
-                log.debug("duplicate event %s for %s ignored", it.event_id, it.user_id)
+                log.debug("duplicate event %s for %s: state re-written, list re-published", it.event_id, it.user_id)
+                if it.user_id not in touched:
+                    last = next(reversed(state.recent_event_ids), it.event_id)
+                    touched[it.user_id] = Touched(state, ev, last, state.updated_ts or it.ts)
         self._maybe_snapshot_trending(decoded[-1][0])
-        for user in changed:
-            state, ev, _ = states[user]
-            with event_scope(ev):
-                tables.user_state[user] = state.to_dict()
-        return states, changed
+        for user, t in touched.items():
+            with event_scope(t.event):
+                tables.user_state[user] = t.state.to_dict()
+        return touched
 
     def _maybe_snapshot_trending(self, ev) -> None:
         """Trending is soft state: snapshot it now and then so a restart resumes with it.
@@ -114,14 +131,14 @@ class InteractionProcessor:
             tables.trending["snapshot"] = self.ctx.trending.to_dict()
         self._last_snapshot = time.monotonic()
 
-    async def refresh_lists(self, touched: dict[str, tuple[UserState, object, Interaction]]) -> None:
+    async def refresh_lists(self, touched: dict[str, Touched]) -> None:
         """Rank and publish chunk by chunk, so the first users' lists leave before the last are ranked."""
-        now = max(it.ts for _, _, it in touched.values())
+        now = max(t.ts for t in touched.values())
         todo = dict(touched)  # a transient failure mid-way retries only the users not yet published
         await until_done("recommend", lambda: self._publish_lists(todo, now), self.ctx.settings.worker)
 
-    async def _publish_lists(self, todo: dict[str, tuple[UserState, object, Interaction]], now: float) -> None:
-        async for group in self.recommender.iter_lists({u: s for u, (s, _, _) in todo.items()}, now):
+    async def _publish_lists(self, todo: dict[str, Touched], now: float) -> None:
+        async for group in self.recommender.iter_lists({u: t.state for u, t in todo.items()}, now):
             for user, recs in group.items():
-                _, _, it = todo.pop(user)
-                await self.recommender.publish(user, recs, it.event_id, it.ts)
+                t = todo.pop(user)
+                await self.recommender.publish(user, recs, t.event_id, t.ts)
