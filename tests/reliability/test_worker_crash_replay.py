@@ -31,9 +31,11 @@ once every record is committed:
 
 Figures (events, kills, re-delivered events, runtime) are printed (``-s``).
 
-Known worker bug (xfail below, strict): after a kill the user-state changelog
-misses events that the worker's RocksDB holds; the failure names them with their
-(partition, offset) and the committed offsets at each kill.
+This test found a worker bug, now fixed in streams/services/interactions.py:
+after a kill the user-state changelog missed events that the worker's RocksDB
+held (a re-delivered duplicate wrote nothing). Should it come back, the failure
+names the events with their (partition, offset) and the committed offsets at
+each kill.
 """
 
 from __future__ import annotations
@@ -283,23 +285,11 @@ def local_store_ahead(settings, changelog: dict[str, dict | None]) -> dict[str, 
 
 
 class ChangelogBehindLocalState(AssertionError):
-    """Applied events missing from the changelog (and that user's stale list / Milvus vector); see the xfail.
-
-    Only this known failure is expected; anything else (an event applied twice, a state that differs
-    from the recomputation for a user with nothing lost, a slow worker) fails the test outright.
-    """
+    """Applied events missing from the changelog (and that user's stale list / Milvus vector)."""
 
 
 # -- the test -------------------------------------------------------------------------------
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=True, raises=ChangelogBehindLocalState, reason=(
-    "worker bug (found by this test): Faust writes a table value to RocksDB at once (Table.__setitem__) but "
-    "sends its changelog record later (send_soon buffer), and lists/mirror writes later still; a kill -9 in "
-    "between leaves RocksDB ahead of the changelog. The restarted worker gets the uncommitted events again, "
-    "drops them as duplicates against the RocksDB state and writes nothing, so a user whose last events were "
-    "in that window keeps a stale changelog state (and often a stale last list and Milvus vector) for good, "
-    "and those events are lost on any recovery from the changelog (other host, lost disk). "
-    "Remove this marker when fixed."))
 def test_kill9_three_times_during_20k_replay_loses_nothing_and_applies_nothing_twice(stack, tmp_path):
     t_start = time.monotonic()
     unique = "replay" + uuid.uuid4().hex[:8]
