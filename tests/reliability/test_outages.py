@@ -484,3 +484,48 @@ def test_milvus_calls_carry_a_whole_second_deadline(monkeypatch):
     client.load_collection("items")
     assert seen == {"upsert": 3, "query": 7, "search": 3, "load_collection": None}
     assert isinstance(seen["upsert"], int)
+
+
+async def test_a_batch_closes_the_circuit_once_triton_is_back():
+    """Half-open admits one trial; a batch must let it settle instead of cancelling it (the stall found above)."""
+    import asyncio
+
+    import aiohttp
+    import numpy as np
+    import tritonclient.http.aio as http_aio
+
+    from encoders.breaker import CLOSED, OPEN
+    from encoders.client import TritonClient
+    from encoders.exceptions import TritonUnavailable
+    from streams.settings import TritonSettings
+
+    now = [0.0]
+    client = TritonClient(TritonSettings(url="127.0.0.1:1", max_retries=0, breaker_failures=1, breaker_reset_s=1.0),
+                          clock=lambda: now[0])
+
+    class Result:
+        def as_numpy(self, name):
+            return np.zeros((1, 4), np.float32)
+
+    class FakeTriton:
+        up = False
+
+        async def infer(self, model, inputs, outputs=None):
+            await asyncio.sleep(0.01)
+            if not self.up:
+                raise aiohttp.ClientConnectionError("connection refused")
+            return Result()
+
+        async def close(self):
+            pass
+
+    fake = FakeTriton()
+    client._client, client._mod = fake, http_aio
+    batch = [{"TEXT": np.array([[b"x"]], dtype=np.object_)}] * 8
+    with pytest.raises(TritonUnavailable):
+        await client.infer_many("text_encoder", batch, ["EMBEDDING"])
+    assert client.breaker.state == OPEN
+    fake.up = True
+    now[0] += 1.0  # the reset period has passed: half-open
+    out = await client.infer_many("text_encoder", batch, ["EMBEDDING"])
+    assert len(out) == 8 and client.breaker.state == CLOSED
