@@ -504,8 +504,9 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     unique = uuid.uuid4().hex[:10]
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    # The worker's log stays out of the report directory (which may be versioned, e.g. docs/quality/).
     worker = LiveWorker(worker_env(unique, ranking_env(opts.base_ranking, opts.ranking)),
-                        out / "live-worker.log")
+                        opts.cache_dir.parent / "eval-live" / f"worker-{unique}.log")
     worker_ranking = worker.settings.ranking
     if worker_ranking != opts.ranking:
         raise ValueError("the worker's ranking settings would differ from the evaluated ones")
