@@ -361,14 +361,15 @@ async def test_triton_client_over_tls_verifies_the_server(protocol, triton_tls, 
         await bad.close()
 
 
-def test_security_settings_reach_every_client(monkeypatch, pki, secrets):
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+def test_security_settings_reach_every_client(monkeypatch, pki, secrets, mechanism):
     """The wiring, precisely: kafka-python, Faust/aiokafka, pymilvus and tritonclient get what the settings say."""
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
     from streams.app import create_app
     from streams.settings import Settings
 
-    env = {"AVREC_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "AVREC_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+    env = {"AVREC_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "AVREC_KAFKA__SASL_MECHANISM": mechanism,
            "AVREC_KAFKA__SASL_USERNAME": KAFKA_USER, "AVREC_KAFKA__SASL_PASSWORD": secrets["kafka_password"],
            "AVREC_KAFKA__SSL_CAFILE": str(pki["ca"]), "AVREC_MILVUS__TOKEN": secrets["milvus_token"],
            "AVREC_TRITON__SSL": "true", "AVREC_TRITON__SSL_CAFILE": str(pki["ca"]),
@@ -378,13 +379,13 @@ def test_security_settings_reach_every_client(monkeypatch, pki, secrets):
     s = Settings()
 
     kp = s.kafka.kafka_python_config()
-    assert kp["security_protocol"] == "SASL_SSL" and kp["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kp["security_protocol"] == "SASL_SSL" and kp["sasl_mechanism"] == mechanism
     assert kp["sasl_plain_username"] == KAFKA_USER and kp["sasl_plain_password"] == secrets["kafka_password"]
     assert kp["ssl_cafile"] == str(pki["ca"]) and kp["ssl_check_hostname"] is True
 
     app = create_app(s)
     auth = credentials_to_aiokafka_auth(app.conf.broker_credentials)
-    assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == mechanism
     assert auth["sasl_plain_username"] == KAFKA_USER and auth["sasl_plain_password"] == secrets["kafka_password"]
     ctx = auth["ssl_context"]
     assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
