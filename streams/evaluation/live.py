@@ -398,12 +398,16 @@ class HybridAsOfPrevious(Hybrid):
 
 # ---------------------------------------------------------------------- agreement
 def agreement(a: list[list[int]], b: list[list[int]], k: int) -> dict[str, float]:
-    """Share of identical top-k lists (same items, same order), and mean overlap |A ∩ B| / k."""
+    """Share of identical top-k lists (same items, same order), and mean overlap of the top-k sets.
+
+    Overlap is ``|A ∩ B| / max(|A|, |B|)``, 1 when both lists are empty (they agree).
+    """
     n = len(a)
     if n == 0:
         return {"identical": float("nan"), "overlap": float("nan"), "n": 0}
     same = sum(1 for x, y in zip(a, b) if list(x[:k]) == list(y[:k]))
-    overlap = float(np.mean([len(set(x[:k]) & set(y[:k])) / k for x, y in zip(a, b)]))
+    overlap = float(np.mean([len(set(x[:k]) & set(y[:k])) / max(len(x[:k]), len(y[:k])) if (x or y) else 1.0
+                             for x, y in zip(a, b)]))
     return {"identical": same / n, "overlap": overlap, "n": n}
 
 

@@ -16,7 +16,8 @@ def test_agreement_counts_identical_lists_and_mean_overlap():
     b = [[1, 2, 3], [2, 1, 3], [4, 5, 7], []]
     got = agreement(a, b, 3)
     assert got["identical"] == pytest.approx(2 / 4)  # same order required; two empty lists agree
-    assert got["overlap"] == pytest.approx((1 + 1 + 2 / 3 + 0) / 4)
+    assert got["overlap"] == pytest.approx((1 + 1 + 2 / 3 + 1) / 4)  # two empty lists overlap fully
+    assert agreement([[1, 2]], [[1, 2, 3, 4]], 3)["overlap"] == pytest.approx(2 / 3)  # over the longer list
     assert got["n"] == 4
     assert agreement([[1, 2, 9]], [[1, 2, 8]], 2)["identical"] == 1.0  # only the top k count
 
