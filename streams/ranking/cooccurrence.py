@@ -16,11 +16,15 @@ most ``max_neighbors`` entries (the highest counts), so after pruning the
 relation may be asymmetric; scoring only reads the history item's row.
 
 Scoring a user's candidates sums the similarities over their last
-``score_window`` (default ``window``) distinct history items. With ``recency_half_life = h > 0`` the r-th most recent
-of them (r = 0 the newest) counts ``0.5 ** (r / h)``: what a user just watched
-says more about what they watch next than what they watched ten items ago (the
-standard recency weighting of sequential item-kNN). ``h = 0`` weighs them all
-equally (plain item-kNN).
+``score_window`` (default ``window``) distinct history items. With
+``recency_half_life = h > 0`` the r-th most recent of them (r = 0 the newest)
+counts ``0.5 ** (r / h)``: what a user just watched says more about what they
+watch next than what they watched ten items ago (the standard recency weighting
+of sequential item-kNN). ``h = 0`` weighs them all equally (plain item-kNN).
+
+With ``pair_half_life = h > 0`` a new item's pair with the d-th most recent
+history item (d = 0 the one just before it) adds ``0.5 ** (d / h)`` instead of 1
+(distance-weighted counting; off by default).
 """
 
 from __future__ import annotations
