@@ -306,6 +306,8 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
                 continue
             if pending:
                 wait_uploads()
+            if in_flight > 1:
+                drain(0)  # read lists as they come, so "received" latencies are not the replay's own waits
             wait_below(in_flight, event_timeout)
             run.sent_at[entry.event_id] = time.time()
             producer.send(topics.interactions.name, key=key, value=value)
