@@ -178,7 +178,14 @@ class KafkaBroker(LocalService):
 
 
 def _kafka_uuid() -> str:
-    """A random cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding."""
+    """A random cluster id in Kafka's format: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with ``-`` (1 in 64 would): the storage tool would read it as an
+    option and refuse to format. Kafka's own ``Uuid.randomUuid()`` avoids them the same way.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

@@ -463,3 +463,12 @@ def test_inconsistent_security_settings_are_rejected(monkeypatch):
         TritonSettings(ssl=True, ssl_certfile="/tmp/c.pem")
     assert KafkaSettings().kafka_python_config()["security_protocol"] == "PLAINTEXT"
     assert "ssl_cafile" not in KafkaSettings().kafka_python_config()
+
+
+def test_kafka_cluster_ids_never_look_like_an_option():
+    """1 in 64 random ids started with '-', which the storage tool read as an option (flaky SCRAM broker)."""
+    from deploy.local.kafka_broker import _kafka_uuid
+
+    ids = [_kafka_uuid() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
