@@ -29,6 +29,7 @@ history item (d = 0 the one just before it) adds ``0.5 ** (d / h)`` instead of 1
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Any, Iterable, MutableMapping, Sequence
 
@@ -177,9 +178,10 @@ class CoOccurrence:
         skip.update(exclude)
         acc: dict[str, float] = {}  # j -> Σ_h w_h c_hj / sqrt(p_h)   (p_j applied once at the end)
         best: dict[str, tuple[float, str]] = {}
+        pops_get = self.pops.get  # the loops below run for every list the live worker ranks
         for h, w in zip(hist, self.history_weights(len(hist), recency_half_life)):
             row = self.counts.get(h)
-            ph = float(self.pops.get(h, 0.0))
+            ph = float(pops_get(h, 0.0))
             if not row or ph <= 0:
                 continue
             inv = w / math.sqrt(ph)
@@ -187,16 +189,21 @@ class CoOccurrence:
                 if j in skip:
                     continue
                 part = c * inv
-                acc[j] = acc.get(j, 0.0) + part
-                if j not in best or part > best[j][0]:  # strict >: the most recent history item wins ties
+                b = best.get(j)
+                if b is None:
+                    acc[j] = part
                     best[j] = (part, h)
+                else:
+                    acc[j] += part
+                    if part > b[0]:  # strict >: the most recent history item wins ties
+                        best[j] = (part, h)
         out = []
         for j, a in acc.items():
-            pj = float(self.pops.get(j, 0.0))
+            pj = float(pops_get(j, 0.0))
             if pj > 0:
                 out.append((j, a / math.sqrt(pj), best[j][1]))
-        out.sort(key=lambda t: (-t[1], t[0]))
-        return out[:n]
+        # The n best, ties by id: a bounded heap rather than sorting every neighbour.
+        return heapq.nsmallest(n, out, key=lambda t: (-t[1], t[0]))
 
     def score_candidates(
         self,
