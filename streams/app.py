@@ -12,17 +12,14 @@ from streams.settings import Settings, get_settings
 
 
 def _broker_credentials(settings: Settings):
+    """Faust's credentials for the broker: SASL (over TLS or not), TLS alone, or none (PLAINTEXT)."""
     k = settings.kafka
     if not k.sasl_mechanism:
-        return None
+        # TLS without SASL still needs credentials, or Faust would connect in PLAINTEXT.
+        return faust.SSLCredentials(k.ssl_context()) if k.security_protocol == "SSL" else None
     password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-    ssl_ctx = None
-    if k.security_protocol == "SASL_SSL":
-        import ssl
-
-        ssl_ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
     return faust.SASLCredentials(
-        username=k.sasl_username, password=password, mechanism=k.sasl_mechanism, ssl_context=ssl_ctx
+        username=k.sasl_username, password=password, mechanism=k.sasl_mechanism, ssl_context=k.ssl_context()
     )
 
 

@@ -432,8 +432,6 @@ def test_security_settings_reach_every_client(monkeypatch, pki, secrets, mechani
                for c in http_ctx.get_ca_certs())
 
 
-@pytest.mark.xfail(strict=True, reason="streams/app.py builds Faust broker credentials only for SASL: "
-                   "SSL without SASL connects in PLAINTEXT (see docs/RELIABILITY.md)")
 def test_tls_without_sasl_reaches_faust(monkeypatch, pki):
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
