@@ -241,7 +241,9 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
         raise ValueError("live replay needs the raw records: load_log(..., keep_raw=True)")
     kafka, topics = settings.kafka, settings.kafka.topics
     producer = KafkaProducer(**kafka.kafka_python_config(), acks="all", linger_ms=0)
-    consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False)
+    # fetch_max_wait_ms: the broker answers a fetch at once instead of holding it up to 500 ms for more
+    # bytes, so "received" measures the list's arrival, not the consumer's batching.
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False, fetch_max_wait_ms=10)
     recs_topic = topics.recommendations.name
     parts = [TopicPartition(recs_topic, p) for p in range(topics.recommendations.partitions)]
     consumer.assign(parts)
@@ -282,7 +284,10 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
             if time.monotonic() - t > upload_timeout:
                 raise TimeoutError(f"{len(want)} uploads not indexed after {upload_timeout:.0f} s "
                                    f"(e.g. {sorted(want)[:3]}); see the worker log")
-            time.sleep(0.02)
+            if out.n:
+                drain(20)  # lists of events still in flight keep arriving meanwhile
+            else:
+                time.sleep(0.02)
         run.upload_waits += 1
         run.upload_wait_s += time.monotonic() - t
         pending.clear()
