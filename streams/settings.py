@@ -252,7 +252,9 @@ class WorkerSettings(BaseModel):
     interaction_batch: int = Field(default=256, ge=1)
     interaction_batch_within_s: float = Field(default=0.01, gt=0)
     # New-content fan-out: refresh the lists of the users closest to a new item.
-    fanout_users: int = Field(default=50, ge=0)
+    # Each refreshed user costs one ranked list (~1-5 ms of worker CPU here), so this
+    # bounds an upload's cost: 20 closest users, the rest see it at their next event.
+    fanout_users: int = Field(default=20, ge=0)
     fanout_min_similarity: float = Field(default=0.2, ge=-1, le=1)
     item_cache_size: int = Field(default=200_000, ge=0)
     # Decoded co-occurrence rows and popularities kept in memory (write-through, re-read after 2 s).

@@ -120,11 +120,15 @@ class UploadProcessor:
         fused = np.stack([np.asarray(v.fused, np.float32) for _, _, v in encoded])
         hits = await until_done("search users for fan-out",
                                 lambda: asyncio.to_thread(self.ctx.users.search, fused, cfg.fanout_users), cfg)
+        # One refresh per user per batch, for the new item closest to them: a refreshed
+        # list ranks every fresh upload anyway, so a second request would only rank it again.
+        closest: dict[str, tuple[float, Upload]] = {}
         for (_, up, _), row in zip(encoded, hits):
             for hit in row:
-                if hit.score < cfg.fanout_min_similarity:
-                    continue
-                request = {"command": "refresh", "user_id": hit.id, "item_id": up.item_id,
-                           "event_id": up.event_id, "ts": up.created_at, "similarity": hit.score,
-                           "requested_at": time.time()}
-                await topics.user_commands.send(key=hit.id.encode(), value=orjson.dumps(request))
+                if hit.score >= cfg.fanout_min_similarity and hit.score > closest.get(hit.id, (-2.0, None))[0]:
+                    closest[hit.id] = (hit.score, up)
+        now = time.time()
+        for user, (score, up) in sorted(closest.items(), key=lambda t: -t[1][0]):  # the closest users first
+            request = {"command": "refresh", "user_id": user, "item_id": up.item_id, "event_id": up.event_id,
+                       "ts": up.created_at, "similarity": score, "requested_at": now}
+            await topics.user_commands.send(key=user.encode(), value=orjson.dumps(request))
