@@ -6,100 +6,17 @@ Tests publish with kafka-python, consume what the worker publishes, and may
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.kafka.admin import ensure_topics
-from streams.settings import Settings
-
-READY_MARK = "[^Worker]: Ready"
+from streams.worker_process import READY_MARK  # noqa: F401  (re-exported for tests)
+from streams.worker_process import WorkerProcess as _WorkerProcess
 
 
-@dataclass
-class WorkerProcess:
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    starts: int = 0
-    _log_offset: int = field(default=0)
-
-    @property
-    def settings(self) -> Settings:
-        old = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            return Settings()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def start(self, timeout: float = 120.0) -> None:
-        s = self.settings
-        ensure_topics(s.kafka, s.kafka.topics.all())
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker", "-l", "info"], env={**os.environ, **self.env},
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        logf.close()
-        self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
-            if READY_MARK in self.new_log():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.tail()}")
-
-    def new_log(self) -> str:
-        with open(self.log_path, "rb") as fh:
-            fh.seek(self._log_offset)
-            return fh.read().decode(errors="replace")
-
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_bytes().decode(errors="replace").splitlines()[-n:])
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def drop_collections(self) -> None:
-        """Remove this worker's Milvus collections (its items and users)."""
-        from streams.vectors.milvus import milvus_client
-
-        m = self.settings.milvus
-        client = milvus_client(m)
-        try:
-            for name in (m.items_collection, m.users_collection):
-                if client.has_collection(name):
-                    client.drop_collection(name)
-        finally:
-            client.close()
+class WorkerProcess(_WorkerProcess):
+    """The library's worker subprocess plus the Kafka helpers tests use."""
 
     # -- Kafka helpers ----------------------------------------------------------------
     def produce(self, kind: str, records: list, raw: bool = False) -> None:

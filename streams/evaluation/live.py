@@ -39,9 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -56,10 +53,9 @@ from streams.evaluation.methods import GENERIC_REASON, Hybrid
 from streams.evaluation.state import Catalogue, CoreState
 from streams.ranking import RankingSettings, recommend
 from streams.settings import Settings
+from streams.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
-
-READY_MARK = "[^Worker]: Ready"
 
 
 # ---------------------------------------------------------------------- the worker
@@ -87,79 +83,6 @@ def worker_env(unique: str, extra: dict[str, str] | None = None) -> dict[str, st
     }
 
 
-@dataclass
-class LiveWorker:
-    """``python -m streams worker`` in a subprocess with ``env`` laid over this process's environment."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-
-    @property
-    def settings(self) -> Settings:
-        old = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            return Settings()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def start(self, timeout: float = 180.0) -> None:
-        from streams.kafka.admin import ensure_topics
-
-        s = self.settings
-        ensure_topics(s.kafka, s.kafka.topics.all())
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "-l", "info"], env={**os.environ, **self.env},
-                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"eval worker exited with {self.proc.returncode}; log: {self.log_path}")
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                if READY_MARK in fh.read().decode(errors="replace"):
-                    log.info("eval worker ready (pid %d, log %s)", self.proc.pid, self.log_path)
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"eval worker not ready in {timeout:.0f} s; log: {self.log_path}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def drop_collections(self) -> None:
-        from streams.vectors.milvus import milvus_client
-
-        m = self.settings.milvus
-        client = milvus_client(m)
-        try:
-            for name in (m.items_collection, m.users_collection):
-                if client.has_collection(name):
-                    client.drop_collection(name)
-        finally:
-            client.close()
-
-
-# ---------------------------------------------------------------------- the replay
 @dataclass
 class LiveRecord:
     """One list read back from the recommendations topic."""
@@ -516,13 +439,13 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     # The worker's log stays out of the report directory (which may be versioned, e.g. docs/quality/).
-    worker = LiveWorker(worker_env(unique, ranking_env(opts.base_ranking, opts.ranking)),
+    worker = WorkerProcess(worker_env(unique, ranking_env(opts.base_ranking, opts.ranking)),
                         opts.cache_dir.parent / "eval-live" / f"worker-{unique}.log")
     worker_ranking = worker.settings.ranking
     if worker_ranking != opts.ranking:
         raise ValueError("the worker's ranking settings would differ from the evaluated ones")
     t_live = time.perf_counter()
-    worker.start()
+    worker.start(timeout=180)
     try:
         run = replay_live(elog, worker.settings, in_flight=opts.in_flight, event_timeout=opts.event_timeout)
     finally:
