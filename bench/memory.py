@@ -233,11 +233,9 @@ def worker_part(args, rng: np.random.Generator) -> dict:
             result["fit"] = per
     finally:
         w.stop()
-        if not args.keep:
-            for name in (s.milvus.items_collection, s.milvus.users_collection):
-                if client.has_collection(name):
-                    client.drop_collection(name)
         client.close()
+        if not args.keep:
+            w.drop_collections()
     return result
 
 

@@ -42,7 +42,7 @@ class WorkerContext:
         client = await asyncio.to_thread(milvus_client, settings.milvus)
         dim = settings.encoders.dim
         items = ItemCollection(client, settings.milvus.items_collection, dim, settings.milvus.timeout_s)
-        users = UserCollection(client, settings.milvus.users_collection, dim)
+        users = UserCollection(client, settings.milvus.users_collection, dim, settings.milvus.timeout_s)
         await asyncio.to_thread(items.ensure)
         await asyncio.to_thread(users.ensure)
         rank = settings.ranking

@@ -36,7 +36,6 @@ ITEM_SCALARS = ["creator_id", "title", "tags", "created_at", "available", "modal
 class Hit:
     id: str
     score: float
-    fields: dict
 
 
 def _wrap(what: str):
@@ -109,18 +108,13 @@ class ItemCollection:
         return out
 
     @_wrap("search items")
-    def search(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[Hit]]:
-        """Batched ANN search (nq = len(vectors)) over the fused vectors: ids and similarities.
+    def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
+        """Batched ANN search (nq = len(vectors)) over the fused vectors: (id, similarity) pairs, best first.
 
         Vectors are deliberately not returned with the hits: pymilvus turns every
         float into a Python object, and nq x limit x 384 of them (measured: 200 x 200
         hits) stalled a batch for tens of seconds. The worker's item cache holds them.
         """
-        return [[Hit(i, s, {}) for i, s in row] for row in self.search_ids(vectors, limit, only_available)]
-
-    @_wrap("search items")
-    def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
-        """Like :meth:`search`, as plain (id, similarity) pairs, without pymilvus' per-hit objects."""
         return search_ids(self.client, self.name, "vector", vectors, limit,
                           "available == true" if only_available else "", self.timeout_s)
 
@@ -148,8 +142,9 @@ class ItemCollection:
 class UserCollection:
     """Users: taste vectors mirrored from the state table, searched by new items (fan-out)."""
 
-    def __init__(self, client: MilvusClient, name: str, dim: int) -> None:
+    def __init__(self, client: MilvusClient, name: str, dim: int, timeout_s: float | None = None) -> None:
         self.client, self.name, self.dim = client, name, dim
+        self.timeout_s = timeout_s  # deadline of the raw search path (the client's own calls carry theirs)
 
     @_wrap("create users collection")
     def ensure(self) -> None:
@@ -174,11 +169,9 @@ class UserCollection:
 
     @_wrap("search users")
     def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
-        if len(vectors) == 0:
-            return []
-        res = self.client.search(self.name, data=np.asarray(vectors, np.float32).tolist(), limit=limit,
-                                 output_fields=["updated_at"])
-        return [[Hit(str(h.id), float(h["distance"]), {}) for h in row] for row in res]
+        """The users closest to each of ``vectors`` (new items' fan-out), best first."""
+        rows = search_ids(self.client, self.name, "vector", vectors, limit, "", self.timeout_s)
+        return [[Hit(i, s) for i, s in row] for row in rows]
 
     @_wrap("delete users")
     def delete(self, user_ids: Iterable[str]) -> None:
