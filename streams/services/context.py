@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from encoders.client import TritonClient
 from encoders.media import MediaResolver
+from streams.log_filters import limit_repeats
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
 from streams.services.items import FreshItems, ItemCache
 from streams.services.table_cache import CachedTable
@@ -79,6 +80,7 @@ async def get_context() -> WorkerContext:
     async with _lock:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
+            limit_repeats()  # aiokafka is loaded by now; see log_filters.py
             log.info("worker context ready (Triton %s, Milvus %s)", _context.settings.triton.url,
                      _context.settings.milvus.uri)
     return _context
