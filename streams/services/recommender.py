@@ -57,8 +57,13 @@ class Recommender:
                     pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[n + 1]}))
                 yield await self._rank({u: users[u] for u in group}, ann, fresh, trending, now)
         finally:
+            # Ranking chunk n failed (or the caller stopped early) while chunk n+1's search
+            # was in flight: cancel it, or read its outcome so a failed search is not
+            # reported again by asyncio as "Task exception was never retrieved".
             if not pending.done():
                 pending.cancel()
+            elif not pending.cancelled() and pending.exception() is not None:
+                log.debug("prefetched search failed after its batch was abandoned: %r", pending.exception())
 
     async def _search(self, users: dict[str, UserState | None]) -> dict[str, list[tuple[str, float]]]:
         """One batched ANN search (nq = users with a taste vector)."""
