@@ -92,6 +92,28 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
+    def drop_topics(self) -> list[str]:
+        """Delete this worker's topics: those under its topic prefix and Faust's own
+        (changelogs, leader topic) under its app id. Returns the names deleted.
+
+        Only for a worker with its own prefix and app id, as every caller here gives it:
+        without a prefix this would match the shared topics, so it refuses.
+        """
+        from streams.kafka.admin import admin_client
+
+        s = self.settings
+        prefix = s.kafka.topic_prefix
+        if not prefix or s.app_id == Settings.model_fields["app_id"].default:
+            raise ValueError("drop_topics needs a worker with its own topic prefix and app id")
+        admin = admin_client(s.kafka, timeout_s=10.0)
+        try:
+            mine = sorted(t for t in admin.list_topics() if t.startswith(prefix) or t.startswith(f"{s.app_id}-"))
+            if mine:
+                admin.delete_topics(mine, timeout_ms=30_000)
+            return mine
+        finally:
+            admin.close()
+
     def drop_collections(self) -> None:
         """Remove this worker's Milvus collections (its items and users)."""
         from streams.vectors.milvus import milvus_client

@@ -453,8 +453,9 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
         if not opts.keep:
             try:
                 worker.drop_collections()
+                worker.drop_topics()
             except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's own error
-                log.warning("could not drop the eval worker's collections: %s", exc)
+                log.warning("could not drop the eval worker's collections and topics: %s", exc)
     t_live = time.perf_counter() - t_live
     run.worker_log = str(worker.log_path)
 

@@ -86,6 +86,17 @@ def test_live_eval_on_a_synthetic_log(stack, tmp_path):
     assert doc["live"]["uploads"] == 40
     assert doc["protocol"]["test_interactions"] == 60
     _check(doc, out)
+    # The eval worker's topics (its own and Faust's changelogs) are deleted afterwards.
+    from streams.kafka.admin import admin_client
+    from streams.settings import Settings
+
+    admin = admin_client(Settings().kafka)
+    try:
+        left = [t for t in admin.list_topics()
+                if t.startswith((doc["live"]["topic_prefix"], doc["live"]["worker_app_id"] + "-"))]
+    finally:
+        admin.close()
+    assert left == []
 
 
 @pytest.mark.shared_data
