@@ -28,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -192,8 +195,12 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         out: dict = {"users": users}
         n = args.naive_events if naive else args.events
         events = make_events(n, users, args.items, rng, f"{name}-sat-{uuid.uuid4().hex[:6]}")
+        spy = profiler(args, w, log_dir / f"profile-{name}-{users}.txt")
         out["saturation"] = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
                                     id_of, events, args.rate, args.drain_s, keep_going=w.alive)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
+            spy.wait(60)
         rate = args.naive_latency_rate if naive else args.latency_rate
         if rate > 0:
             n = max(200, int(rate * args.latency_s))
@@ -205,6 +212,16 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         return out
     finally:
         w.stop()
+
+
+def profiler(args, w: WorkerProcess, path: Path) -> subprocess.Popen | None:
+    """With --profile, sample the worker with py-spy for the saturation phase (a flat "raw" report)."""
+    if not args.profile:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([spy, "record", "--pid", str(w.proc.pid), "--format", "raw", "--rate", "200",
+                             "--output", str(path), "--nonblocking"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def run_floor(args, rng) -> dict:
@@ -248,6 +265,8 @@ def main() -> None:
     p.add_argument("--drain-s", type=float, default=300.0)
     p.add_argument("--modes", default="floor,optimised,naive")
     p.add_argument("--json-out")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the worker during each saturation phase (profile-*.txt beside the logs)")
     p.add_argument("--catalogue", help="Milvus items collection to use; loaded only if missing "
                                         "(kept afterwards, so reruns skip the load)")
     args = p.parse_args()
