@@ -40,8 +40,16 @@ def run_worker(loglevel: str = "info") -> None:
 
     # Faust creates only the last level of its data dir (RocksDB state lives there).
     Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)
+    # Faust reads --loop only when `faust` is first imported, which happened long
+    # before this point (streams.app), so the option alone leaves asyncio's own loop
+    # in place (py-spy showed asyncio's selector loop under the "uvloop" worker).
+    # Set the policy here, before Faust creates its loop.
+    loop = event_loop()
+    import mode.loop
+
+    mode.loop.use(loop)
     # Faust's umbrella command reads sys.argv.
-    sys.argv = ["avrec", "--loop", event_loop(), "worker", "--loglevel", loglevel, "--without-web"]
+    sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel, "--without-web"]
     app.main()
 
 

@@ -81,6 +81,6 @@ async def get_context() -> WorkerContext:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
-            log.info("worker context ready (Triton %s, Milvus %s)", _context.settings.triton.url,
-                     _context.settings.milvus.uri)
+            log.info("worker context ready (Triton %s, Milvus %s, event loop %s)", _context.settings.triton.url,
+                     _context.settings.milvus.uri, type(asyncio.get_running_loop()).__module__)
     return _context

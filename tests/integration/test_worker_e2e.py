@@ -241,3 +241,11 @@ def test_recommend_command_shows_the_current_state_and_list(worker, catalogue):
     missing = subprocess.run([sys.executable, "-m", "streams", "recommend", "nobody-at-all"],
                              env={**os.environ, **worker.env}, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no state and no list" in missing.stdout
+
+
+def test_worker_runs_on_the_configured_uvloop(worker, catalogue):
+    """AVREC_WORKER__EVENT_LOOP=uvloop (the default) really reaches Faust: its `--loop`
+    option alone is read only at `import faust`, long before the worker starts."""
+    log_text = worker.log_path.read_text(errors="replace")
+    ready = [line for line in log_text.splitlines() if "worker context ready" in line]
+    assert ready and "event loop uvloop" in ready[-1], ready[-1:] or log_text[-2000:]
