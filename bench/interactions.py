@@ -44,6 +44,7 @@ from kafka import KafkaConsumer, KafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pacing import paced  # noqa: E402
 from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.settings import TopicSpec  # noqa: E402
 from streams.vectors.collections import ItemCollection  # noqa: E402
@@ -107,12 +108,7 @@ class Receiver(threading.Thread):
 
 def drive(producer: KafkaProducer, topic: str, events: list[dict], rate: float) -> dict[str, float]:
     sent: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for k, e in enumerate(events):
-        if rate > 0:
-            due = t0 + k / rate
-            while (d := due - time.perf_counter()) > 0:
-                time.sleep(min(d, 0.002))
+    for e in paced(events, rate):
         sent[e["event_id"]] = time.perf_counter()
         producer.send(topic, key=e["user_id"].encode(), value=orjson.dumps(e))
     producer.flush(60)

@@ -50,6 +50,7 @@ from kafka import KafkaConsumer, KafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pacing import paced  # noqa: E402
 from streams.vectors.milvus import milvus_client  # noqa: E402
 from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
 
@@ -149,12 +150,7 @@ class Watcher:
 def send_paced(producer: KafkaProducer, topic: str, uploads: list[dict], rate: float,
                watcher: Watcher) -> dict[str, float]:
     sent: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for k, up in enumerate(uploads):
-        if rate > 0:
-            due = t0 + k / rate
-            while (d := due - time.perf_counter()) > 0:
-                time.sleep(min(d, 0.002))
+    for up in paced(uploads, rate):
         watcher.expect(up["item_id"])
         up["created_at"] = time.time()
         sent[up["item_id"]] = time.perf_counter()
