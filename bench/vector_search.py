@@ -96,14 +96,32 @@ def rss_mib(pid: int | None) -> float | None:
     return None
 
 
-def create_minimal(client: MilvusClient, name: str) -> None:
+def index_params(client: MilvusClient, index_type: str, nlist: int):
+    index = client.prepare_index_params()
+    # AUTOINDEX as ItemCollection declares it; IVF_FLAT is the one ANN index Milvus Lite
+    # accepts besides it (HNSW: "local mode only support FLAT IVF_FLAT AUTOINDEX").
+    params = {"nlist": nlist} if index_type == "IVF_FLAT" else {}
+    index.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=params)
+    return index
+
+
+def create_minimal(client: MilvusClient, name: str, index_type: str = "AUTOINDEX", nlist: int = 1024,
+                   index_now: bool = True) -> None:
+    """The collection; with ``index_now`` False it has no index (and is not loaded) until ``index_after_load``."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
     schema.add_field("available", DataType.BOOL)
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")  # as ItemCollection
-    client.create_collection(name, schema=schema, index_params=index)
+    client.create_collection(name, schema=schema,
+                             index_params=index_params(client, index_type, nlist) if index_now else None)
+
+
+def index_after_load(client: MilvusClient, name: str, index_type: str, nlist: int) -> None:
+    # Milvus Lite 2.5 searches rows inserted into an indexed collection exhaustively
+    # (recall 1.000 whatever the index); an index created over rows already there is
+    # really built and used (recall < 1), as measured in docs/PERFORMANCE.md.
+    client.create_index(name, index_params(client, index_type, nlist))
+    client.load_collection(name)
 
 
 def wait_indexed(client: MilvusClient, name: str, n: int, timeout: float) -> dict:
@@ -130,7 +148,7 @@ def run_size(n: int, args, settings: Settings, rng: np.random.Generator, centers
     data = clustered(n, centers, rng)
     queries = clustered(args.batches * args.nq, centers, rng)
     try:
-        create_minimal(client, name)
+        create_minimal(client, name, args.index, args.nlist, index_now=args.build == "before")
         t0 = time.perf_counter()
         for s in range(0, n, MAX_ROWS_PER_CALL):
             e = min(n, s + MAX_ROWS_PER_CALL)
@@ -141,18 +159,22 @@ def run_size(n: int, args, settings: Settings, rng: np.random.Generator, centers
         out["insert_s"] = round(time.perf_counter() - t0, 1)
         t1 = time.perf_counter()
         client.flush(name)
+        if args.build == "after":
+            index_after_load(client, name, args.index, args.nlist)
         out["index"] = wait_indexed(client, name, n, 900)
         out["flush_index_s"] = round(time.perf_counter() - t1, 1)
         out["milvus_rss_mib_loaded"] = rss_mib(pid)
         # Warm-up: first searches after a flush load segments/indexes.
         for _ in range(2):
             search_ids(client, name, "vector", queries[: args.nq], max(args.ks), "available == true", 600)
-        for k in args.ks:
+        probes = args.nprobes if args.index == "IVF_FLAT" else [None]
+        for k, nprobe in ((k, p) for p in probes for k in args.ks):
+            params = {"nprobe": nprobe} if nprobe else None
             mil_t, np_t, hits = [], [], 0
             for b in range(args.batches):
                 q = queries[b * args.nq:(b + 1) * args.nq]
                 t = time.perf_counter()
-                res = search_ids(client, name, "vector", q, k, "available == true", 600)
+                res = search_ids(client, name, "vector", q, k, "available == true", 600, params)
                 mil_t.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 ex = exact_topk(data, q, k)
@@ -162,7 +184,8 @@ def run_size(n: int, args, settings: Settings, rng: np.random.Generator, centers
                     hits += len(got.intersection(exact.tolist()))
             nq_total = args.batches * args.nq
             mq, nqps = nq_total / sum(mil_t), nq_total / sum(np_t)
-            out[f"k{k}"] = {
+            key = f"k{k}" if nprobe is None else f"k{k}_nprobe{nprobe}"
+            out[key] = {
                 "queries": nq_total,
                 "recall": round(hits / (k * nq_total), 4),
                 "milvus_qps": round(mq, 1),
@@ -173,7 +196,7 @@ def run_size(n: int, args, settings: Settings, rng: np.random.Generator, centers
                 "numpy_batch_ms_p50": round(float(np.percentile(np_t, 50)) * 1000, 1),
                 "numpy_batch_ms_p99": round(float(np.percentile(np_t, 99)) * 1000, 1),
             }
-            log.warning("%s k=%d: %s", name, k, out[f"k{k}"])
+            log.warning("%s %s: %s", name, key, out[key])
         out["milvus_rss_mib_after_search"] = rss_mib(pid)
     finally:
         if args.keep:
@@ -193,14 +216,22 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=16, help="search calls per K (each timed for both)")
     p.add_argument("--prefix", default="bench_vs_", help="collection name prefix")
     p.add_argument("--keep", action="store_true", help="keep the collections")
+    p.add_argument("--index", choices=("AUTOINDEX", "IVF_FLAT"), default="AUTOINDEX",
+                   help="AUTOINDEX: what the worker declares; IVF_FLAT: Milvus Lite's one ANN index")
+    p.add_argument("--nlist", type=int, default=1024, help="IVF_FLAT clusters")
+    p.add_argument("--build", choices=("before", "after"), default="before",
+                   help="create the index with the collection (as the worker does) or after loading the rows")
+    p.add_argument("--nprobes", default="8,32,128", help="IVF_FLAT clusters probed per query (one pass each)")
     p.add_argument("--json-out")
     args = p.parse_args()
     args.ks = [int(k) for k in args.ks.split(",")]
+    args.nprobes = [int(x) for x in args.nprobes.split(",")]
     settings = Settings()
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
     result: dict = {"dim": DIM, "clusters": CLUSTERS, "nq": args.nq, "batches": args.batches,
-                    "metric": "COSINE", "index_requested": "AUTOINDEX",
+                    "metric": "COSINE", "index_requested": args.index,
+                    "nlist": args.nlist if args.index == "IVF_FLAT" else None, "index_built": args.build,
                     "schema": "minimal: item_id VARCHAR pk, vector FLOAT_VECTOR(384), available BOOL",
                     "numpy_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                     "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0], "sizes": []}

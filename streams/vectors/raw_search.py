@@ -25,13 +25,18 @@ _fallback_warned = False
 
 
 def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.ndarray, limit: int,
-               expr: str = "", timeout_s: float | None = None) -> list[list[tuple[str, float]]]:
-    """Top-``limit`` (id, similarity) per query vector, best first; ``timeout_s`` is the call's deadline."""
+               expr: str = "", timeout_s: float | None = None,
+               params: dict | None = None) -> list[list[tuple[str, float]]]:
+    """Top-``limit`` (id, similarity) per query vector, best first; ``timeout_s`` is the call's deadline.
+
+    ``params`` are the index's search parameters (e.g. ``{"nprobe": 32}`` for IVF_FLAT);
+    none for the worker's AUTOINDEX.
+    """
     if len(vectors) == 0:
         return []
     data = np.asarray(vectors, dtype=np.float32).tolist()
     try:
-        return _raw(client, collection, field, data, limit, expr, timeout_s)
+        return _raw(client, collection, field, data, limit, expr, timeout_s, params)
     except (AttributeError, ImportError, TypeError) as exc:
         global _fallback_warned
         if not _fallback_warned:
@@ -39,17 +44,19 @@ def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.nd
                         "(slower result parsing). Pin pymilvus as in deploy/requirements.lock to restore it.",
                         type(exc).__name__, exc)
             _fallback_warned = True
-        res = client.search(collection, data=data, anns_field=field, limit=limit, filter=expr, timeout=timeout_s)
+        res = client.search(collection, data=data, anns_field=field, limit=limit, filter=expr, timeout=timeout_s,
+                            search_params={"params": params} if params else None)
         return [[(str(h.id), float(h["distance"])) for h in row] for row in res]
 
 
 def _raw(client: MilvusClient, collection: str, field: str, data: list, limit: int,
-         expr: str, timeout_s: float | None) -> list[list[tuple[str, float]]]:
+         expr: str, timeout_s: float | None, params: dict | None = None) -> list[list[tuple[str, float]]]:
     from pymilvus.client.prepare import Prepare
     from pymilvus.client.utils import check_status
 
     conn = client._get_connection()
-    request = Prepare.search_requests_with_expr(collection, data, field, {}, limit, expr or None)
+    request = Prepare.search_requests_with_expr(collection, data, field, {"params": params} if params else {},
+                                                limit, expr or None)
     try:
         response = conn._stub.Search(request, timeout=timeout_s)
     except grpc.RpcError as exc:  # the public path maps these to MilvusException too
