@@ -117,9 +117,8 @@ def create_minimal(client: MilvusClient, name: str, index_type: str = "AUTOINDEX
 
 
 def index_after_load(client: MilvusClient, name: str, index_type: str, nlist: int) -> None:
-    # Milvus Lite 2.5 searches rows inserted into an indexed collection exhaustively
-    # (recall 1.000 whatever the index); an index created over rows already there is
-    # really built and used (recall < 1), as measured in docs/PERFORMANCE.md.
+    # Measured (docs/PERFORMANCE.md): on Milvus Lite 2.5 this still searches the rows
+    # exhaustively (recall 1.000); only rows a restarted server reloads use the index.
     client.create_index(name, index_params(client, index_type, nlist))
     client.load_collection(name)
 

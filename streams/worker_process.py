@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.kafka.admin import ensure_topics
+from streams.kafka.admin import admin_client, ensure_topics
 from streams.settings import Settings
 
 READY_MARK = "[^Worker]: Ready"
@@ -99,8 +99,6 @@ class WorkerProcess:
         Only for a worker with its own prefix and app id, as every caller here gives it:
         without a prefix this would match the shared topics, so it refuses.
         """
-        from streams.kafka.admin import admin_client
-
         s = self.settings
         prefix = s.kafka.topic_prefix
         if not prefix or s.app_id == Settings.model_fields["app_id"].default:

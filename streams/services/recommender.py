@@ -62,8 +62,8 @@ class Recommender:
             # reported again by asyncio as "Task exception was never retrieved".
             if not pending.done():
                 pending.cancel()
-            elif not pending.cancelled() and pending.exception() is not None:
-                log.debug("prefetched search failed after its batch was abandoned: %r", pending.exception())
+            elif not pending.cancelled() and (exc := pending.exception()) is not None:
+                log.debug("prefetched search failed after its batch was abandoned: %r", exc)
 
     async def _search(self, users: dict[str, UserState | None]) -> dict[str, list[tuple[str, float]]]:
         """One batched ANN search (nq = users with a taste vector)."""

@@ -35,8 +35,9 @@ def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.nd
     if len(vectors) == 0:
         return []
     data = np.asarray(vectors, dtype=np.float32).tolist()
+    search_params = {"params": params} if params else {}
     try:
-        return _raw(client, collection, field, data, limit, expr, timeout_s, params)
+        return _raw(client, collection, field, data, limit, expr, timeout_s, search_params)
     except (AttributeError, ImportError, TypeError) as exc:
         global _fallback_warned
         if not _fallback_warned:
@@ -45,18 +46,17 @@ def search_ids(client: MilvusClient, collection: str, field: str, vectors: np.nd
                         type(exc).__name__, exc)
             _fallback_warned = True
         res = client.search(collection, data=data, anns_field=field, limit=limit, filter=expr, timeout=timeout_s,
-                            search_params={"params": params} if params else None)
+                            search_params=search_params or None)
         return [[(str(h.id), float(h["distance"])) for h in row] for row in res]
 
 
 def _raw(client: MilvusClient, collection: str, field: str, data: list, limit: int,
-         expr: str, timeout_s: float | None, params: dict | None = None) -> list[list[tuple[str, float]]]:
+         expr: str, timeout_s: float | None, search_params: dict) -> list[list[tuple[str, float]]]:
     from pymilvus.client.prepare import Prepare
     from pymilvus.client.utils import check_status
 
     conn = client._get_connection()
-    request = Prepare.search_requests_with_expr(collection, data, field, {"params": params} if params else {},
-                                                limit, expr or None)
+    request = Prepare.search_requests_with_expr(collection, data, field, search_params, limit, expr or None)
     try:
         response = conn._stub.Search(request, timeout=timeout_s)
     except grpc.RpcError as exc:  # the public path maps these to MilvusException too
