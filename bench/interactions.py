@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from kafka import KafkaConsumer, KafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_meter import CpuMeter, stack_pids  # noqa: E402
 from bench.pacing import paced  # noqa: E402
 from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.settings import TopicSpec  # noqa: E402
@@ -192,8 +194,11 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         n = args.naive_events if naive else args.events
         events = make_events(n, users, args.items, rng, f"{name}-sat-{uuid.uuid4().hex[:6]}")
         spy = profiler(args, w, log_dir / f"profile-{name}-{users}.txt")
+        meter = CpuMeter({"worker": w.proc.pid, "bench": os.getpid(), **stack_pids(s)})
+        meter.start()
         out["saturation"] = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
                                     id_of, events, args.rate, args.drain_s, keep_going=w.alive)
+        out["saturation"].update(meter.per_event(out["saturation"]["completed"], SERVER_SIDE))
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
             spy.wait(60)
@@ -228,8 +233,11 @@ def run_floor(args, rng) -> dict:
     topic = f"floor-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka, [TopicSpec(name=topic, partitions=8)])
     id_of = lambda v: orjson.loads(v)["event_id"]  # noqa: E731
+    meter = CpuMeter({"bench": os.getpid(), **stack_pids(Settings())})
+    meter.start()
     out = {"saturation": measure(kafka, topic, topic, id_of, make_events(args.events, 10_000, args.items, rng, "fs"),
                                  args.rate, args.drain_s)}
+    out["saturation"].update(meter.per_event(out["saturation"]["completed"], SERVER_SIDE))
     if args.latency_rate > 0:
         n = max(200, int(args.latency_rate * args.latency_s))
         out["paced"] = measure(kafka, topic, topic, id_of, make_events(n, 10_000, args.items, rng, "fp"),
@@ -242,6 +250,10 @@ def mode_env(unique: str, tag: str, extra: dict | None = None) -> dict:
     """A fresh app id and topic prefix (fresh state), same catalogue."""
     return {"AVREC_APP_ID": f"avrec-{unique}-{tag}", "AVREC_KAFKA__TOPIC_PREFIX": f"{unique}{tag}-", **(extra or {})}
 
+
+# The processes on the request path; "bench" (this load generator's producer and
+# consumer) is metered too but would run elsewhere in production.
+SERVER_SIDE = ("worker", "kafka", "milvus", "triton")
 
 NAIVE = {"AVREC_WORKER__INTERACTION_BATCH": "1", "AVREC_WORKER__ITEM_CACHE_SIZE": "0",
          "AVREC_WORKER__TABLE_CACHE_SIZE": "1", "AVREC_WORKER__SEARCH_CHUNK": "1"}

@@ -264,6 +264,12 @@ class WorkerSettings(BaseModel):
     search_chunk: int = Field(default=64, ge=1)
     # The worker's event loop: uvloop (default) or asyncio's own ("aio").
     event_loop: Literal["uvloop", "aio"] = "uvloop"
+    # numpy's BLAS threads in the worker (0 = the BLAS library's own default, one per core).
+    # Every matrix the worker multiplies is small (a list's ~400 x 384 candidates), and
+    # BLAS helper threads on a busy 2-core machine wait on each other whenever one is
+    # preempted by Kafka or Milvus: recommend() p90 went from 0.7 to 104 ms under load
+    # with the default, never with 1 (docs/PERFORMANCE.md, "BLAS threads").
+    blas_threads: int = Field(default=1, ge=0)
     # How often each agent logs its throughput and per-stage time split (INFO).
     stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streams.settings import Settings
+from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,34 @@ def run_worker(loglevel: str = "info") -> None:
     import mode.loop
 
     mode.loop.use(loop)
+    limit_blas_threads(get_settings().worker.blas_threads)
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel, "--without-web"]
     app.main()
 
 
+def limit_blas_threads(n: int) -> None:
+    """Cap numpy's BLAS thread pools at ``n`` for the rest of the process (0: leave them alone).
+
+    Called once, before any agent runs, so every list the worker ranks multiplies on
+    the calling thread (see ``WorkerSettings.blas_threads`` for why).
+    """
+    if n > 0:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n, user_api="blas")
+
+
+def blas_threads() -> int | None:
+    """The largest BLAS thread count in effect in this process (None: no BLAS loaded)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
 def event_loop() -> str:
     """uvloop when it is installed and asked for (the default), else asyncio's own loop."""
-    from streams.settings import get_settings
-
     wanted = get_settings().worker.event_loop
     if wanted == "uvloop":
         try:

@@ -17,6 +17,7 @@ from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
 from streams.vectors.collections import ItemCollection, UserCollection
 from streams.vectors.milvus import milvus_client
+from streams.worker import blas_threads
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ async def get_context() -> WorkerContext:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
-            log.info("worker context ready (Triton %s, Milvus %s, event loop %s)", _context.settings.triton.url,
-                     _context.settings.milvus.uri, type(asyncio.get_running_loop()).__module__)
+            log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s)",
+                     _context.settings.triton.url, _context.settings.milvus.uri,
+                     type(asyncio.get_running_loop()).__module__, blas_threads())
     return _context

@@ -249,3 +249,11 @@ def test_worker_runs_on_the_configured_uvloop(worker, catalogue):
     log_text = worker.log_path.read_text(errors="replace")
     ready = [line for line in log_text.splitlines() if "worker context ready" in line]
     assert ready and "event loop uvloop" in ready[-1], ready[-1:] or log_text[-2000:]
+
+
+def test_worker_pins_blas_to_one_thread(worker, catalogue):
+    """AVREC_WORKER__BLAS_THREADS=1 (the default) is in effect in the worker process,
+    so small matrix products never wait on preempted BLAS helper threads."""
+    log_text = worker.log_path.read_text(errors="replace")
+    ready = [line for line in log_text.splitlines() if "worker context ready" in line]
+    assert ready and "BLAS threads 1)" in ready[-1], ready[-1:] or log_text[-2000:]
