@@ -26,7 +26,8 @@ def eval_cmd(
     end_frac: Annotated[float, typer.Option(help="Stop after this share (e.g. 0.8 with --train-frac 0.7 "
                                                  "evaluates the 70-80% validation segment).")] = 1.0,
     methods: Annotated[str, typer.Option(help="Comma-separated methods; 'itemknn@VARIANT' runs a baseline "
-                                              "on a variant's state.")] =
+                                              "on a variant's state; 'ease' (research, never a baseline) "
+                                              "only runs when named.")] =
         "mostpop,decayedpop,itemknn,content,als,als-foldin,hybrid",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override the live ranking settings, KEY=VALUE (dotted keys), repeatable.")] = None,
@@ -39,6 +40,8 @@ def eval_cmd(
     als_alpha: Annotated[float, typer.Option()] = 10.0,
     als_reg: Annotated[float, typer.Option()] = 0.05,
     als_iterations: Annotated[int, typer.Option()] = 15,
+    ease_lambda: Annotated[float, typer.Option(help="Ridge λ of the research method 'ease' (refit like ALS).")]
+        = 500.0,
     cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
     device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
     report: Annotated[Path | None, typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
@@ -76,6 +79,7 @@ def eval_cmd(
         train_frac=train_frac, end_frac=end_frac, ks=k_list, methods=tuple(_csv(methods)), variants=variants,
         als=ALSParams(refit_frac=als_refit_frac, factors=als_factors, regularization=als_reg, alpha=als_alpha,
                       iterations=als_iterations),
+        ease_lambda=ease_lambda,
     )
     json_path = None if json_out in (None, "-") else Path(json_out)
     command = "avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,4 +1,4 @@
-"""The methods compared under one protocol: the live hybrid and five baselines.
+"""The methods compared under one protocol: the live hybrid, five baselines, and EASE (research).
 
 Each method answers ``recommend(user, now, k)`` with item indices, best first,
 from the state *before* the event being predicted, and is told every event
@@ -253,6 +253,68 @@ class ALS(_Base):
             return [], None
         s = self.item_f @ x
         s[~self.known_items] = -np.inf
+        return top_k(self._masked(s, user), k).tolist(), None
+
+
+class EASE(_Base):
+    """EASE (Steck, 2019) on the live co-occurrence store: a research method, not one of the baselines.
+
+    Item-item weights from a ridge regression of each item on all the others,
+    ``B = I − P / diag(P)`` with ``P = (G + λI)⁻¹`` and ``diag(B) = 0``, where the
+    Gram matrix ``G`` is the store's pair counts with the popularities on its
+    diagonal (rows are symmetrised: pruning may have dropped one direction). Where
+    cosine item-kNN scores a neighbour by its marginal co-occurrence, EASE keeps
+    only what a history item says about a candidate *beyond* the other items, a
+    textbook way to denoise co-occurrence. Scores sum ``w_h · B[h]`` over the
+    history exactly as the hybrid weighs it (recency half-life, scoring window).
+    Refit every ``refit_every`` test events; dense, so it refuses catalogues above
+    ``MAX_ITEMS``.
+    """
+
+    name = "ease"
+    MAX_ITEMS = 20_000  # a dense float64 inverse: 3.2 GB and minutes at this size
+
+    def __init__(self, core: CoreState, cat: Catalogue, refit_every: int, lam: float = 500.0) -> None:
+        super().__init__(core, cat)
+        if len(cat.ids) > self.MAX_ITEMS:
+            raise ValueError(f"ease builds a dense {len(cat.ids)}-square item matrix; it supports at most "
+                             f"{self.MAX_ITEMS} items (leave it out of --methods for this dataset)")
+        self.refit_every = max(1, int(refit_every))
+        self.lam = float(lam)
+        self.weights: np.ndarray | None = None
+
+    def start_test(self) -> None:
+        self._fit()
+
+    def tick(self, n_test_seen: int) -> None:
+        if n_test_seen > 0 and n_test_seen % self.refit_every == 0:
+            self._fit()
+
+    def _fit(self) -> None:
+        n = len(self.cat.ids)
+        gram = np.zeros((n, n))
+        cooc = self.core.cooc
+        for i, row in cooc.counts.items():
+            a = self.index[i]
+            for j, c in row.items():
+                gram[a, self.index[j]] = c
+        gram = np.maximum(gram, gram.T)
+        for i, p in cooc.pops.items():
+            gram[self.index[i], self.index[i]] = p
+        gram[np.diag_indices(n)] += self.lam
+        inv = np.linalg.inv(gram)
+        self.weights = -inv / np.diag(inv)[None, :]
+        np.fill_diagonal(self.weights, 0.0)
+
+    def recommend(self, user: str, now: float, k: int) -> tuple[list[int], int | None]:
+        hist = history_ids(self.core.users.get(user))
+        if not hist or self.weights is None:
+            return [], None
+        recent = list(dict.fromkeys(reversed(hist)))[: self.core.cooc.score_window]  # newest first, distinct
+        s = np.zeros(len(self.cat.ids))
+        for h, w in zip(recent, self.core.cooc.history_weights(len(recent))):
+            s += w * self.weights[self.index[h]]
+        s[s <= 0] = -np.inf  # no positive evidence: not recommended (as item-kNN)
         return top_k(self._masked(s, user), k).tolist(), None
 
 

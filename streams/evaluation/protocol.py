@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from streams.evaluation.dataset import EvalLog, Event, Upload
-from streams.evaluation.methods import ALS, ContentOnly, DecayedPop, Hybrid, ItemKNN, Method, MostPop
+from streams.evaluation.methods import ALS, EASE, ContentOnly, DecayedPop, Hybrid, ItemKNN, Method, MostPop
 from streams.evaluation.metrics import MethodMetrics
 from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature
 from streams.ranking import RankingSettings, event_weight
@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("mostpop", "decayedpop", "itemknn", "content", "als")
 DEFAULT_METHODS = (*BASELINES, "als-foldin", "hybrid")
-KNOWN_METHODS = DEFAULT_METHODS
+# Research methods: run only when named (`--methods ...,ease`), never counted as a baseline.
+RESEARCH_METHODS = ("ease",)
+KNOWN_METHODS = (*DEFAULT_METHODS, *RESEARCH_METHODS)
 
 
 @dataclass
@@ -51,7 +53,8 @@ class EvalConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     # Extra hybrid variants: name -> settings (e.g. a tuning sweep in the same run).
     variants: dict[str, RankingSettings] = field(default_factory=dict)
-    als: ALSParams = field(default_factory=ALSParams)
+    als: ALSParams = field(default_factory=ALSParams)  # refit_frac also paces EASE's refits
+    ease_lambda: float = 500.0
     buckets: int = 20
     # Keep these methods' per-target lists (EvalResult.lists), e.g. to compare live and offline lists.
     keep_lists: tuple[str, ...] = ()
@@ -132,6 +135,8 @@ def _make_method(name: str, core: CoreState, cat: Catalogue, cfg: EvalConfig, ra
         return ALS(core, cat, refit_every=max(1, math.ceil(a.refit_frac * n_test)), factors=a.factors,
                    regularization=a.regularization, alpha=a.alpha, iterations=a.iterations,
                    fold_in=a.fold_in or name == "als-foldin")
+    if name == "ease":
+        return EASE(core, cat, refit_every=max(1, math.ceil(cfg.als.refit_frac * n_test)), lam=cfg.ease_lambda)
     if name == "hybrid":
         return Hybrid(core, cat, ranking, "hybrid")
     raise ValueError(f"unknown method {name!r}; expected some of {', '.join(KNOWN_METHODS)}")

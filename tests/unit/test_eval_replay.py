@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.evaluation.dataset import load_log
-from streams.evaluation.methods import top_k
+from streams.evaluation.methods import EASE, top_k
 from streams.evaluation.overrides import OverrideError, apply_overrides, diff_settings, parse_variant
 from streams.evaluation.protocol import EvalConfig, run_prequential
 from streams.evaluation.state import Catalogue, ingest_signature
@@ -85,6 +85,36 @@ def test_item_knn_and_the_hybrid_are_perfect_on_disjoint_clusters(tmp_path):
     assert s["itemknn"]["ndcg@10"] > 0.5
     # MostPop is blind to clusters: every item was liked equally often, so it cannot be perfect at K = 5.
     assert s["mostpop"]["hr@5"] < 1.0
+
+
+def test_ease_is_perfect_on_disjoint_clusters_and_never_crosses_them(tmp_path):
+    path, frac = _write_two_clusters(tmp_path / "clusters-ease")
+    log = load_log(path)
+    cfg = EvalConfig(train_frac=frac, ks=(5,), methods=("itemknn", "ease"), buckets=2)
+    s = run_prequential(log, _cluster_vectors(log), RankingSettings(), cfg).summary()
+    assert s["ease"]["hr@5"] == 1.0
+    # Only positive weights are recommended, and there are none across clusters: lists shrink like item-kNN's.
+    assert s["ease"]["mean_list_len"] == s["itemknn"]["mean_list_len"] == pytest.approx(np.mean([5, 4, 3, 2, 1]))
+
+
+def test_ease_weights_match_the_closed_form_for_two_items():
+    """For two items, B[0, 1] = c / (p_0 + λ): the ridge regression of item 1 on item 0, by hand."""
+    from types import SimpleNamespace
+
+    from streams.ranking import new_cooccurrence
+
+    cooc = new_cooccurrence(RankingSettings())
+    cooc.counts.update({"x": {"y": 3.0}, "y": {"x": 3.0}})
+    cooc.pops.update({"x": 5.0, "y": 8.0})
+    cat = SimpleNamespace(ids=["x", "y"], available=np.array([True, True]))
+    m = EASE(SimpleNamespace(cooc=cooc, users={}), cat, refit_every=1, lam=2.0)
+    m.start_test()
+    assert m.weights[0, 1] == pytest.approx(3.0 / (5.0 + 2.0))
+    assert m.weights[1, 0] == pytest.approx(3.0 / (8.0 + 2.0))
+    assert m.weights[0, 0] == m.weights[1, 1] == 0.0
+    big = SimpleNamespace(ids=[str(i) for i in range(EASE.MAX_ITEMS + 1)], available=None)
+    with pytest.raises(ValueError, match="at most"):
+        EASE(SimpleNamespace(cooc=cooc, users={}), big, refit_every=1)
 
 
 def test_hybrid_lists_stay_full_when_one_creator_owns_everything(tmp_path):
