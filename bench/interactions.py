@@ -96,6 +96,7 @@ class Receiver(threading.Thread):
         super().__init__(daemon=True)
         self.consumer, self.id_of = consumer, id_of
         self.received: dict[str, float] = {}
+        self.produced: dict[str, float] = {}  # the record's Kafka timestamp: when the worker sent it
         self.stop_flag = False
 
     def run(self) -> None:
@@ -106,12 +107,15 @@ class Receiver(threading.Thread):
                     key = self.id_of(r.value)
                     if key is not None:
                         self.received.setdefault(key, now)
+                        self.produced.setdefault(key, r.timestamp / 1000.0)
 
 
-def drive(producer: KafkaProducer, topic: str, events: list[dict], rate: float) -> dict[str, float]:
+def drive(producer: KafkaProducer, topic: str, events: list[dict], rate: float,
+          sent_wall: dict[str, float]) -> dict[str, float]:
     sent: dict[str, float] = {}
     for e in paced(events, rate):
         sent[e["event_id"]] = time.perf_counter()
+        sent_wall[e["event_id"]] = time.time()
         producer.send(topic, key=e["user_id"].encode(), value=orjson.dumps(e))
     producer.flush(60)
     return sent
@@ -133,10 +137,21 @@ def answered_at(events: list[dict], received: dict[str, float]) -> dict[str, flo
     return out
 
 
-def summarize(sent: dict[str, float], received: dict[str, float], wall: float) -> dict:
-    lat = np.array([received[i] - sent[i] for i in sent if i in received]) * 1000
+def summarize(sent: dict[str, float], received: dict[str, float], wall: float,
+              in_worker: dict[str, float] | None = None) -> dict:
+    ids = [i for i in sent if i in received]
+    lat = np.array([received[i] - sent[i] for i in ids]) * 1000
     done = len(lat)
+    t0 = min(sent.values(), default=0.0)
+    # The slowest answers: when they were sent (s into the phase), their latency, and how
+    # much of it passed before the worker sent the list (Kafka record timestamp; None when
+    # a later event's list answered). A tail bunched at one moment is a stall somewhere;
+    # one spread over the phase is per-event cost.
+    worst = sorted(zip(lat.tolist(), ids), reverse=True)[:10]
+    in_worker = in_worker or {}
     return {
+        "worst": [[round(sent[i] - t0, 2), round(ms, 1),
+                   round(in_worker[i], 1) if i in in_worker else None] for ms, i in worst],
         "events": len(sent), "completed": done,
         "events_per_s": round(done / wall, 1) if wall > 0 else None,
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if done else None,
@@ -166,7 +181,8 @@ def measure(kafka, produce_topic: str, consume_topic: str, id_of, events: list[d
     rx.start()
     producer = KafkaProducer(**kafka.kafka_python_config(), acks=1, linger_ms=1)
     t0 = time.perf_counter()
-    sent = drive(producer, produce_topic, events, rate)
+    sent_wall: dict[str, float] = {}
+    sent = drive(producer, produce_topic, events, rate, sent_wall)
     deadline = time.perf_counter() + drain_s
     while time.perf_counter() < deadline and keep_going():
         done = answered_at(events, dict(rx.received))
@@ -179,7 +195,9 @@ def measure(kafka, produce_topic: str, consume_topic: str, id_of, events: list[d
     consumer.close()
     done = answered_at(events, rx.received)
     wall = max(done.values(), default=t0) - t0
-    return summarize(sent, done, wall)
+    # Where each answered-by-its-own-list event's time went: up to the worker's send of the list.
+    in_worker = {i: (rx.produced[i] - sent_wall[i]) * 1000 for i in sent_wall if i in rx.produced}
+    return summarize(sent, done, wall, in_worker)
 
 
 def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path, base_env: dict, rng) -> dict:

@@ -7,15 +7,24 @@ circuit-breaker and retry lines. ``RepeatLimiter`` lets the first record of each
 message template through, drops repeats for ``window_s``, and then lets one
 through again with how many it dropped. Only the named third-party loggers are
 limited: avrec's own records always pass.
+
+Faust's producer buffer does the same under load: at saturation every batch
+writes thousands of table changelog records, and each time its buffer passes
+100 messages it logs "producer buffer full size N" at WARNING and "producer flush
+took S" at INFO, about 2,300 pairs in a 70-second benchmark burst. Faust builds
+those messages with the numbers already in them, so the template is the message
+with its numbers masked.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable
 
-LIMITED_LOGGERS = ("aiokafka",)
+LIMITED_LOGGERS = ("aiokafka", "faust.transport.producer")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 class RepeatLimiter(logging.Filter):
@@ -30,7 +39,8 @@ class RepeatLimiter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.prefixes):
             return True
-        key = (record.name, record.levelno, str(record.msg))  # the template: args (node ids, errnos) vary
+        # The template: args (node ids, errnos) vary, and so do numbers formatted into the text.
+        key = (record.name, record.levelno, _NUMBER.sub("#", str(record.msg)))
         now = self.clock()
         seen = self._last.get(key)
         if seen is not None and now - seen[0] < self.window_s:

@@ -37,6 +37,19 @@ def test_repeats_of_a_template_are_dropped_within_the_window_then_counted():
     assert lim.filter(nothing_dropped) and "more like this" not in nothing_dropped.getMessage()
 
 
+def test_numbers_formatted_into_faust_producer_messages_are_one_template():
+    clock = Clock()
+    lim = RepeatLimiter(window_s=30, clock=clock)
+    name = "faust.transport.producer"
+    assert lim.filter(_record(name, "producer buffer full size 148"))
+    assert not any(lim.filter(_record(name, f"producer buffer full size {n}")) for n in range(101, 800))
+    assert lim.filter(_record(name, "producer flush took 0.15614986419677734"))
+    assert not lim.filter(_record(name, "producer flush took 6.75e-05"))
+    clock.t = 30.0
+    again = _record(name, "producer buffer full size 293")
+    assert lim.filter(again) and again.getMessage().endswith("[699 more like this in the last 30 s]")
+
+
 def test_own_loggers_are_never_limited():
     lim = RepeatLimiter(window_s=30, clock=Clock())
     assert all(lim.filter(_record("streams.services.retry", "Milvus down, retrying in %s s", 1)) for _ in range(50))
