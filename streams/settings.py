@@ -270,6 +270,11 @@ class WorkerSettings(BaseModel):
     # preempted by Kafka or Milvus: recommend() p90 went from 0.7 to 104 ms under load
     # with the default, never with 1 (docs/PERFORMANCE.md, "BLAS threads").
     blas_threads: int = Field(default=1, ge=0)
+    # Garbage-collector pauses (streams/services/gc_policy.py): freeze the long-lived heap
+    # this often so collections skip it (0 = CPython's default collector), and run one
+    # full collection this often to free garbage cycles among frozen objects.
+    gc_freeze_every_s: float = Field(default=10.0, ge=0)
+    gc_full_collect_every_s: float = Field(default=900.0, gt=0)
     # How often each agent logs its throughput and per-stage time split (INFO).
     stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.

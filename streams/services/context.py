@@ -10,6 +10,7 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
+from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
 from streams.services.table_cache import CachedTable
 from streams.services.takedowns import TakedownView
@@ -36,6 +37,7 @@ class WorkerContext:
     media_slots: asyncio.Semaphore
     takedowns: TakedownView
     mirror: UserVectorMirror
+    gc_task: asyncio.Task | None = None  # streams/services/gc_policy.py
 
     @classmethod
     async def create(cls, settings: Settings) -> WorkerContext:
@@ -82,6 +84,8 @@ async def get_context() -> WorkerContext:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
+            w = _context.settings.worker
+            _context.gc_task = start_gc_policy(w.gc_freeze_every_s, w.gc_full_collect_every_s)
             log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s)",
                      _context.settings.triton.url, _context.settings.milvus.uri,
                      type(asyncio.get_running_loop()).__module__, blas_threads())
