@@ -267,14 +267,17 @@ class WorkerSettings(BaseModel):
     # numpy's BLAS threads in the worker (0 = the BLAS library's own default, one per core).
     # Every matrix the worker multiplies is small (a list's ~400 x 384 candidates), and
     # BLAS helper threads on a busy 2-core machine wait on each other whenever one is
-    # preempted by Kafka or Milvus: recommend() p90 went from 0.7 to 104 ms under load
-    # with the default, never with 1 (docs/PERFORMANCE.md, "BLAS threads").
+    # preempted by Kafka or Milvus: under load recommend() p90 reached 104 ms in one
+    # run of four with the default, and stayed under 1.2 ms with 1 (PERFORMANCE.md).
     blas_threads: int = Field(default=1, ge=0)
     # Garbage-collector pauses (streams/services/gc_policy.py): freeze the long-lived heap
     # this often so collections skip it (0 = CPython's default collector), and run one
     # full collection this often to free garbage cycles among frozen objects.
     gc_freeze_every_s: float = Field(default=10.0, ge=0)
     gc_full_collect_every_s: float = Field(default=900.0, gt=0)
+    # Milvus writes of user vectors (the fan-out index) start at most this often, coalesced
+    # (streams/services/user_mirror.py); 0 = as soon as the previous write is done.
+    user_mirror_every_s: float = Field(default=1.0, ge=0)
     # How often each agent logs its throughput and per-stage time split (INFO).
     stats_every_s: float = Field(default=30.0, gt=0)
     # Transient failures of Triton or Milvus: retry with backoff, never skip an event.

@@ -148,7 +148,23 @@ class ContentOnly(_Base):
         return top_k(self._masked(s, user), k).tolist(), None
 
 
-class ALS(_Base):
+class _Refitted(_Base):
+    """A model fit on everything so far when the test starts, then every ``refit_every`` test events."""
+
+    refit_every = 1
+
+    def start_test(self) -> None:
+        self._fit()
+
+    def tick(self, n_test_seen: int) -> None:
+        if n_test_seen > 0 and n_test_seen % self.refit_every == 0:
+            self._fit()
+
+    def _fit(self) -> None:
+        raise NotImplementedError
+
+
+class ALS(_Refitted):
     """Implicit-feedback ALS (``implicit``), refit every ``refit_every`` test events on everything so far.
 
     Confidence of (user, item) = ``alpha`` × the sum of the user's positive event
@@ -185,13 +201,6 @@ class ALS(_Base):
         if w > 0:
             row = self.rows.setdefault(ev.user_id, {})
             row[ev.item] = row.get(ev.item, 0.0) + w
-
-    def start_test(self) -> None:
-        self._fit()
-
-    def tick(self, n_test_seen: int) -> None:
-        if n_test_seen > 0 and n_test_seen % self.refit_every == 0:
-            self._fit()
 
     def _fit(self) -> None:
         import time
@@ -256,7 +265,7 @@ class ALS(_Base):
         return top_k(self._masked(s, user), k).tolist(), None
 
 
-class EASE(_Base):
+class EASE(_Refitted):
     """EASE (Steck, 2019) on the live co-occurrence store: a research method, not one of the baselines.
 
     Item-item weights from a ridge regression of each item on all the others,
@@ -282,13 +291,6 @@ class EASE(_Base):
         self.refit_every = max(1, int(refit_every))
         self.lam = float(lam)
         self.weights: np.ndarray | None = None
-
-    def start_test(self) -> None:
-        self._fit()
-
-    def tick(self, n_test_seen: int) -> None:
-        if n_test_seen > 0 and n_test_seen % self.refit_every == 0:
-            self._fit()
 
     def _fit(self) -> None:
         n = len(self.cat.ids)

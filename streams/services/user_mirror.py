@@ -8,6 +8,12 @@ that long, so instead:
 * ``offer`` records the newest vector per user and returns at once;
 * one background task writes whatever is pending in one upsert, then the next,
   so at most one write is in flight and a hot user costs one row per write;
+* writes start at most once per ``user_mirror_every_s`` (1 s). Without that pause,
+  a worker at low load wrote one upsert per batch of one or two events. Each
+  upsert of an existing user is a delete plus an insert in Milvus, and at
+  50 events/s, with 10k known users, the Milvus Lite server spent ~40% of a
+  core on them, competing with the searches. The fan-out reads vectors at
+  most a second stale, which does not matter for "who would like this new item";
 * transient Milvus failures are retried (``until_done``) with the rows kept.
 
 After a ``kill -9`` the rows of the last write or two may be missing; the
@@ -36,6 +42,7 @@ class UserVectorMirror:
         self.cfg = cfg
         self._pending: dict[str, np.ndarray] = {}
         self._task: asyncio.Task | None = None
+        self._next_write = 0.0  # time.monotonic() before which no write starts
         self.rows_written = 0
 
     def offer(self, vectors: dict[str, np.ndarray]) -> None:
@@ -56,6 +63,12 @@ class UserVectorMirror:
 
     async def _write_pending(self) -> None:
         while self._pending:
+            wait = self._next_write - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # offers keep coalescing meanwhile
+                if not self._pending:  # all discarded while waiting
+                    break
+            self._next_write = time.monotonic() + self.cfg.user_mirror_every_s
             rows, self._pending = self._pending, {}
             try:
                 await until_done("mirror user vectors", lambda: asyncio.to_thread(
