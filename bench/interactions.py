@@ -110,15 +110,18 @@ class Receiver(threading.Thread):
                         self.produced.setdefault(key, r.timestamp / 1000.0)
 
 
-def drive(producer: KafkaProducer, topic: str, events: list[dict], rate: float,
-          sent_wall: dict[str, float]) -> dict[str, float]:
+def drive(producer: KafkaProducer, topic: str, events: list[dict],
+          rate: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Send ``events`` at ``rate``: each one's send time on the perf clock and on the wall clock
+    (the latter to compare with the Kafka timestamps of the answering lists)."""
     sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     for e in paced(events, rate):
         sent[e["event_id"]] = time.perf_counter()
         sent_wall[e["event_id"]] = time.time()
         producer.send(topic, key=e["user_id"].encode(), value=orjson.dumps(e))
     producer.flush(60)
-    return sent
+    return sent, sent_wall
 
 
 def answered_at(events: list[dict], received: dict[str, float]) -> dict[str, float]:
@@ -181,8 +184,7 @@ def measure(kafka, produce_topic: str, consume_topic: str, id_of, events: list[d
     rx.start()
     producer = KafkaProducer(**kafka.kafka_python_config(), acks=1, linger_ms=1)
     t0 = time.perf_counter()
-    sent_wall: dict[str, float] = {}
-    sent = drive(producer, produce_topic, events, rate, sent_wall)
+    sent, sent_wall = drive(producer, produce_topic, events, rate)
     deadline = time.perf_counter() + drain_s
     while time.perf_counter() < deadline and keep_going():
         done = answered_at(events, dict(rx.received))

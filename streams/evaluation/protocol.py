@@ -130,13 +130,14 @@ def _make_method(name: str, core: CoreState, cat: Catalogue, cfg: EvalConfig, ra
     simple = {"mostpop": MostPop, "decayedpop": DecayedPop, "itemknn": ItemKNN, "content": ContentOnly}
     if name in simple:
         return simple[name](core, cat)
+    refit_every = max(1, math.ceil(cfg.als.refit_frac * n_test))  # ALS and EASE refit on one schedule
     if name in ("als", "als-foldin"):
         a = cfg.als
-        return ALS(core, cat, refit_every=max(1, math.ceil(a.refit_frac * n_test)), factors=a.factors,
+        return ALS(core, cat, refit_every=refit_every, factors=a.factors,
                    regularization=a.regularization, alpha=a.alpha, iterations=a.iterations,
                    fold_in=a.fold_in or name == "als-foldin")
     if name == "ease":
-        return EASE(core, cat, refit_every=max(1, math.ceil(cfg.als.refit_frac * n_test)), lam=cfg.ease_lambda)
+        return EASE(core, cat, refit_every=refit_every, lam=cfg.ease_lambda)
     if name == "hybrid":
         return Hybrid(core, cat, ranking, "hybrid")
     raise ValueError(f"unknown method {name!r}; expected some of {', '.join(KNOWN_METHODS)}")

@@ -37,7 +37,9 @@ class WorkerContext:
     media_slots: asyncio.Semaphore
     takedowns: TakedownView
     mirror: UserVectorMirror
-    gc_task: asyncio.Task | None = None  # streams/services/gc_policy.py
+    # streams/services/gc_policy.py; held here because the event loop keeps only a weak
+    # reference to a task, and an unreferenced task can be collected mid-flight.
+    gc_task: asyncio.Task | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> WorkerContext:

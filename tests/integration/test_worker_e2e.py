@@ -243,17 +243,22 @@ def test_recommend_command_shows_the_current_state_and_list(worker, catalogue):
     assert missing.returncode == 1 and "no state and no list" in missing.stdout
 
 
+def _context_ready_line(worker) -> tuple[str | None, str]:
+    """The worker's last "worker context ready" log line (None if absent), and the whole log."""
+    log_text = worker.log_path.read_text(errors="replace")
+    ready = [line for line in log_text.splitlines() if "worker context ready" in line]
+    return (ready[-1] if ready else None), log_text
+
+
 def test_worker_runs_on_the_configured_uvloop(worker, catalogue):
     """AVREC_WORKER__EVENT_LOOP=uvloop (the default) really reaches Faust: its `--loop`
     option alone is read only at `import faust`, long before the worker starts."""
-    log_text = worker.log_path.read_text(errors="replace")
-    ready = [line for line in log_text.splitlines() if "worker context ready" in line]
-    assert ready and "event loop uvloop" in ready[-1], ready[-1:] or log_text[-2000:]
+    ready, log_text = _context_ready_line(worker)
+    assert ready is not None and "event loop uvloop" in ready, ready or log_text[-2000:]
 
 
 def test_worker_pins_blas_to_one_thread(worker, catalogue):
     """AVREC_WORKER__BLAS_THREADS=1 (the default) is in effect in the worker process,
     so small matrix products never wait on preempted BLAS helper threads."""
-    log_text = worker.log_path.read_text(errors="replace")
-    ready = [line for line in log_text.splitlines() if "worker context ready" in line]
-    assert ready and "BLAS threads 1)" in ready[-1], ready[-1:] or log_text[-2000:]
+    ready, log_text = _context_ready_line(worker)
+    assert ready is not None and "BLAS threads 1)" in ready, ready or log_text[-2000:]
