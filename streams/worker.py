@@ -48,7 +48,14 @@ def run_worker(loglevel: str = "info") -> None:
     import mode.loop
 
     mode.loop.use(loop)
-    limit_blas_threads(get_settings().worker.blas_threads)
+    settings = get_settings()
+    limit_blas_threads(settings.worker.blas_threads)
+    # A ranker file that cannot be read fails the worker here, before it joins the group,
+    # with the file and the fix named (the context loads it again when the agents start).
+    from streams.ranking.learned import LinearRanker
+
+    if settings.ranking.fusion == "learned" and settings.ranking.ranker_path:
+        LinearRanker.load(settings.ranking.ranker_path)
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel, "--without-web"]
     app.main()

@@ -28,7 +28,7 @@ def eval_cmd(
     methods: Annotated[str, typer.Option(help="Comma-separated methods; 'itemknn@VARIANT' runs a baseline "
                                               "on a variant's state; 'ease' (research, never a baseline) "
                                               "only runs when named.")] =
-        "mostpop,decayedpop,itemknn,content,als,als-foldin,hybrid",
+        "mostpop,decayedpop,itemknn,itemknn-watched,content,als,als-foldin,hybrid",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override the live ranking settings, KEY=VALUE (dotted keys), repeatable.")] = None,
     variant: Annotated[list[str] | None, typer.Option(
@@ -42,6 +42,9 @@ def eval_cmd(
     als_iterations: Annotated[int, typer.Option()] = 15,
     ease_lambda: Annotated[float, typer.Option(help="Ridge λ of the research method 'ease' (refit like ALS).")]
         = 500.0,
+    ranker_learn_frac: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="A learned-fusion hybrid fits its ranker on this last share of the training "
+                               "events.")] = 0.25,
     cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
     device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
     report: Annotated[Path | None, typer.Option(help="Markdown report path (default OUT/report.md).")] = None,
@@ -79,7 +82,7 @@ def eval_cmd(
         train_frac=train_frac, end_frac=end_frac, ks=k_list, methods=tuple(_csv(methods)), variants=variants,
         als=ALSParams(refit_frac=als_refit_frac, factors=als_factors, regularization=als_reg, alpha=als_alpha,
                       iterations=als_iterations),
-        ease_lambda=ease_lambda,
+        ease_lambda=ease_lambda, ranker_learn_frac=ranker_learn_frac,
     )
     json_path = None if json_out in (None, "-") else Path(json_out)
     command = "avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -142,6 +145,41 @@ def _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, 
     typer.echo(f"report: {report or out / 'report.md'}")
 
 
+def ranker_fit_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Logged interactions and uploads: ml-100k, ml-latest or JSONL "
+                                                 "layout.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the ranker (JSON); point "
+                                                     "AVREC_RANKING__RANKER_PATH at it.")],
+    learn_frac: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Learn from this last share of the interactions.")] = 0.25,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N interactions.")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
+    device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
+) -> None:
+    """Fit the learned ranker (fusion "learned") on a log, replayed through the live scoring core."""
+    from streams.evaluation.dataset import load_log
+    from streams.evaluation.ranker_fit import fit_ranker
+    from streams.evaluation.vectors import item_vectors
+    from streams.exceptions import AvrecError
+    from streams.settings import get_settings
+
+    settings = get_settings()
+    try:
+        elog = load_log(dataset, limit=limit)
+        vectors = item_vectors(elog.items, cache_dir, settings.encoders.fusion_checkpoint, device,
+                               settings.encoders.dim)
+        ranker = fit_ranker(elog, vectors, settings.ranking, learn_frac=learn_frac)
+        ranker.save(out)
+    except (ValueError, OSError, AvrecError) as exc:
+        typer.echo(f"avrec ranker fit: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("weights (standardised features): " + ", ".join(f"{f} {w:+.3f}" for f, w in ranker.describe()))
+    typer.echo(f"ranker: {out} (set AVREC_RANKING__RANKER_PATH={out} and restart the worker)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``avrec eval`` to the CLI."""
+    """Add ``avrec eval`` and ``avrec ranker fit`` to the CLI."""
     app.command("eval")(eval_cmd)
+    ranker_app = typer.Typer(help="The learned ranker (fusion \"learned\").", no_args_is_help=True)
+    ranker_app.command("fit")(ranker_fit_cmd)
+    app.add_typer(ranker_app, name="ranker")

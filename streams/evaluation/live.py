@@ -50,8 +50,10 @@ import orjson
 
 from streams.evaluation.dataset import Event, EvalLog, Upload
 from streams.evaluation.methods import GENERIC_REASON, Hybrid
+from streams.evaluation.ranker_fit import fit_ranker
 from streams.evaluation.state import Catalogue, CoreState
-from streams.ranking import RankingSettings, recommend
+from streams.ranking import RankingError, RankingSettings, recommend
+from streams.ranking.learned import LinearRanker
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 
@@ -311,13 +313,16 @@ class HybridAsOfPrevious(Hybrid):
     one the worker would publish for that event (at ``now`` = the event's time).
     """
 
-    def __init__(self, core: CoreState, cat: Catalogue, cfg: RankingSettings, name: str = "hybrid-as-live") -> None:
-        super().__init__(core, cat, cfg, name)
+    def __init__(self, core: CoreState, cat: Catalogue, cfg: RankingSettings, name: str = "hybrid-as-live",
+                 ranker: LinearRanker | None = None) -> None:
+        super().__init__(core, cat, cfg, name, ranker=ranker)
+        self.learns = False  # the list a worker publishes uses the ranker it loaded, or none
         self.current: dict[str, tuple[list[int], int]] = {}
 
     def observe(self, ev: Event) -> None:
         state = self.core.users.get(ev.user_id)
-        recs = recommend(state, self.candidates(ev.user_id, ev.ts), self.cat.infos, ev.ts, self.cfg)
+        cand = self.candidates(ev.user_id, ev.ts)
+        recs = recommend(state, cand, self.cat.infos, ev.ts, self.cfg, learned=self.learned(ev.user_id, ev.ts, cand))
         n_reasons = sum(1 for r in recs if any(x != GENERIC_REASON for x in r.reasons))
         self.current[ev.user_id] = ([self.index[r.item_id] for r in recs], n_reasons)
 
@@ -408,6 +413,7 @@ class LiveOptions:
     json_path: Path | None = None
     command: str = ""
     keep: bool = False  # keep the worker's Milvus collections afterwards
+    ranker_learn_frac: float = 0.25  # fusion "learned": fit on this last share of the training events
 
 
 def run_live(opts: LiveOptions) -> dict[str, Any]:
@@ -438,11 +444,14 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     unique = uuid.uuid4().hex[:10]
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    work_dir = opts.cache_dir.parent / "eval-live"
+    ranking, ranker = _live_ranker(elog, vectors, opts.ranking, int(train_frac * elog.n_interactions),
+                                   opts.ranker_learn_frac, work_dir / f"ranker-{unique}.json")
     # The worker's log stays out of the report directory (which may be versioned, e.g. docs/quality/).
-    worker = WorkerProcess(worker_env(unique, ranking_env(opts.base_ranking, opts.ranking)),
-                        opts.cache_dir.parent / "eval-live" / f"worker-{unique}.log")
+    worker = WorkerProcess(worker_env(unique, ranking_env(opts.base_ranking, ranking)),
+                           work_dir / f"worker-{unique}.log")
     worker_ranking = worker.settings.ranking
-    if worker_ranking != opts.ranking:
+    if worker_ranking != ranking:
         raise ValueError("the worker's ranking settings would differ from the evaluated ones")
     t_live = time.perf_counter()
     worker.start(timeout=180)
@@ -469,10 +478,10 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
 
     cfg = EvalConfig(
         train_frac=train_frac, end_frac=opts_end, ks=opts.ks, methods=("hybrid",),
-        keep_lists=("hybrid", "hybrid-as-live", "live"),
-        extra_methods=(lambda core, cat: HybridAsOfPrevious(core, cat, opts.ranking), make_live),
+        keep_lists=("hybrid", "hybrid-as-live", "live"), ranker=ranker,
+        extra_methods=(lambda core, cat: HybridAsOfPrevious(core, cat, ranking, ranker=ranker), make_live),
     )
-    res = run_prequential(elog, vectors, opts.ranking, cfg)
+    res = run_prequential(elog, vectors, ranking, cfg)
     summary = res.summary()
     kmax = max(opts.ks)
     lat = latencies(run)
@@ -516,7 +525,7 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                  "latency_produced": latency_summary(lat["produced"]), "batches": batches,
                  "worker_log": run.worker_log, "worker_app_id": worker.env["AVREC_APP_ID"],
                  "topic_prefix": worker.env["AVREC_KAFKA__TOPIC_PREFIX"]},
-        "settings": {"hybrid": opts.ranking.model_dump(mode="json"), "worker_env": {
+        "settings": {"hybrid": ranking.model_dump(mode="json"), "worker_env": {
             k: v for k, v in worker.env.items() if k.startswith(("AVREC_RANKING", "AVREC_WORKER"))}},
         "runtime": {"total_s": time.perf_counter() - t0, "live_s": t_live, "offline_replay_s":
                     res.train_seconds + res.test_seconds, "cpus": os.cpu_count(),
@@ -532,6 +541,22 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     write_json(doc, opts.json_path or out / "summary.json")
     log.info("live report %s", report)
     return doc
+
+
+def _live_ranker(elog: EvalLog, vectors: np.ndarray, ranking: RankingSettings, n_train: int, learn_frac: float,
+                 path: Path) -> tuple[RankingSettings, LinearRanker | None]:
+    """Fusion "learned": fit the ranker on the training events, as a deployment fits it on its log, and
+    hand the worker the file (``ranker_path``) and the offline replay the same model. Where the slice
+    gives nothing to learn from, both rank with the weighted blend instead (said in the log)."""
+    if ranking.fusion != "learned":
+        return ranking, None
+    try:
+        ranker = fit_ranker(elog, vectors, ranking, until=n_train, learn_frac=learn_frac)
+    except RankingError as exc:
+        log.warning("%s; the worker and the offline replay rank with the weighted blend", exc)
+        return ranking.model_copy(update={"fusion": "weighted", "ranker_path": ""}), None
+    ranker.save(path)
+    return ranking.model_copy(update={"ranker_path": str(path)}), ranker
 
 
 def _first_event_targets(elog: EvalLog, target_events: list[str]) -> set[str]:

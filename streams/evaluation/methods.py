@@ -25,6 +25,7 @@ import numpy as np
 from streams.evaluation.dataset import Event
 from streams.evaluation.state import Catalogue, CoreState, excluded
 from streams.ranking import Candidates, RankingSettings, event_weight, history_ids, recommend, user_vector
+from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores, training_example
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,17 @@ class ItemKNN(_Base):
     """Item-kNN over the live co-occurrence store: Σ over the user's recent history of cosine-normalised counts."""
 
     name = "itemknn"
+    # "liked": the user's positive items (what the store pairs); "watched": every item they
+    # interacted with, disliked ones too (``UserState.seen``, in order), as the learned ranker's
+    # "watched" features read it: the baseline gets the same context.
+    profile = "liked"
 
     def recommend(self, user: str, now: float, k: int) -> tuple[list[int], int | None]:
         state = self.core.users.get(user)
-        hist = history_ids(state)
+        if self.profile == "watched":
+            hist = list(state.seen) if state is not None else []
+        else:
+            hist = history_ids(state)
         if not hist:
             return [], None
         skip = [self.cat.ids[j] for j in excluded(state, self.index)]
@@ -131,6 +139,13 @@ class ItemKNN(_Base):
         cooc = self.core.cooc
         scored = cooc.score_candidates(hist, k, exclude=skip, recency_half_life=0.0, score_window=cooc.window)
         return [self.index[i] for i, _ in scored], None
+
+
+class ItemKNNWatched(ItemKNN):
+    """Item-kNN as above, scoring against the user's last items of any kind (disliked ones too)."""
+
+    name = "itemknn-watched"
+    profile = "watched"
 
 
 class ContentOnly(_Base):
@@ -321,12 +336,27 @@ class EASE(_Refitted):
 
 
 class Hybrid(_Base):
-    """The live recommender: the worker's candidate sources, then ``streams.ranking.recommend``."""
+    """The live recommender: the worker's candidate sources, then ``streams.ranking.recommend``.
 
-    def __init__(self, core: CoreState, cat: Catalogue, cfg: RankingSettings, name: str = "hybrid") -> None:
+    With ``fusion = "learned"`` the live worker ranks with a ranker fitted on the
+    interactions logged so far (``avrec ranker fit``). The replay does the same:
+    ``learn`` is called for the events of the last part of the training segment,
+    before each is applied, and makes one example of the candidate pool the user
+    had then and the item they chose; ``start_test`` fits the ranker on them, and
+    it stays fixed through the test, as a deployed ranker does. A ``ranker``
+    passed in (live mode: the one the worker loaded) is used as is.
+    """
+
+    def __init__(self, core: CoreState, cat: Catalogue, cfg: RankingSettings, name: str = "hybrid",
+                 ranker: LinearRanker | None = None) -> None:
         super().__init__(core, cat)
         self.cfg = cfg
         self.name = name
+        self.ranker = ranker
+        self.learns = cfg.fusion == "learned" and ranker is None
+        self.examples: list[tuple[np.ndarray, int]] = []
+        self.learn_events = 0
+        self.fit_seconds = 0.0
 
     def candidates(self, user: str, now: float) -> Candidates:
         """What ``Recommender.lists_for`` gathers for one user (ANN from exact search, see the module doc)."""
@@ -349,8 +379,45 @@ class Hybrid(_Base):
         return Candidates(ann=ann, cooc=[(j, s) for j, s, _ in cooc], fresh=fresh, trending=trending,
                           cooc_via={j: h for j, _, h in cooc})
 
+    def _features(self, user: str, now: float) -> FeatureContext:
+        return FeatureContext(self.core.users.get(user), self.core.cooc, self.core.trending, self.cat.infos, now)
+
+    def learned(self, user: str, now: float, cand: Candidates) -> dict[str, float] | None:
+        """The fitted ranker's scores of ``cand`` (None: no ranker, or another fusion)."""
+        if self.cfg.fusion != "learned" or self.ranker is None:
+            return None
+        return learned_scores(self.ranker, self._features(user, now), cand)
+
+    def learn(self, ev: Event) -> None:
+        """One training example from the state just before ``ev`` (call it before the event is applied)."""
+        if not self.learns:
+            return
+        self.learn_events += 1
+        ex = training_example(self._features(ev.user_id, ev.ts), self.candidates(ev.user_id, ev.ts),
+                              self.cat.ids[ev.item])
+        if ex is not None:
+            self.examples.append((ex[0].astype(np.float32), ex[1]))
+
+    def start_test(self) -> None:
+        if not self.learns:
+            return
+        import time
+
+        t0 = time.perf_counter()
+        if self.examples:
+            self.ranker = LinearRanker.fit([(x.astype(np.float64), p) for x, p in self.examples])
+            log.info("%s: ranker fit on %d examples (the chosen item was a candidate in %d of %d learning "
+                     "events) in %.1f s; weights: %s", self.name, len(self.examples), len(self.examples),
+                     self.learn_events, time.perf_counter() - t0,
+                     ", ".join(f"{f} {w:+.3f}" for f, w in self.ranker.describe()))
+        else:
+            log.warning("%s: no learning examples; it ranks with the weighted blend", self.name)
+        self.fit_seconds = time.perf_counter() - t0
+        self.examples = []
+
     def recommend(self, user: str, now: float, k: int) -> tuple[list[int], int | None]:
         state = self.core.users.get(user)
-        recs = recommend(state, self.candidates(user, now), self.cat.infos, now, self.cfg, k=k)
+        cand = self.candidates(user, now)
+        recs = recommend(state, cand, self.cat.infos, now, self.cfg, k=k, learned=self.learned(user, now, cand))
         n_reasons = sum(1 for r in recs if any(x != GENERIC_REASON for x in r.reasons))
         return [self.index[r.item_id] for r in recs], n_reasons

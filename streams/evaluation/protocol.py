@@ -21,14 +21,25 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from streams.evaluation.dataset import EvalLog, Event, Upload
-from streams.evaluation.methods import ALS, EASE, ContentOnly, DecayedPop, Hybrid, ItemKNN, Method, MostPop
+from streams.evaluation.methods import (
+    ALS,
+    EASE,
+    ContentOnly,
+    DecayedPop,
+    Hybrid,
+    ItemKNN,
+    ItemKNNWatched,
+    Method,
+    MostPop,
+)
 from streams.evaluation.metrics import MethodMetrics
 from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature
 from streams.ranking import RankingSettings, event_weight
+from streams.ranking.learned import LinearRanker
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("mostpop", "decayedpop", "itemknn", "content", "als")
+BASELINES = ("mostpop", "decayedpop", "itemknn", "itemknn-watched", "content", "als")
 DEFAULT_METHODS = (*BASELINES, "als-foldin", "hybrid")
 # Research methods: run only when named (`--methods ...,ease`), never counted as a baseline.
 RESEARCH_METHODS = ("ease",)
@@ -55,6 +66,11 @@ class EvalConfig:
     variants: dict[str, RankingSettings] = field(default_factory=dict)
     als: ALSParams = field(default_factory=ALSParams)  # refit_frac also paces EASE's refits
     ease_lambda: float = 500.0
+    # A hybrid with fusion "learned" fits its ranker on the events in this last share of the
+    # training segment (each one a candidate pool and the item chosen from it).
+    ranker_learn_frac: float = 0.25
+    # ... unless it is given a fitted ranker (live mode: the one the worker loaded).
+    ranker: LinearRanker | None = None
     buckets: int = 20
     # Keep these methods' per-target lists (EvalResult.lists), e.g. to compare live and offline lists.
     keep_lists: tuple[str, ...] = ()
@@ -116,7 +132,7 @@ def _build(cfg: EvalConfig, ranking: RankingSettings, cat: Catalogue, n_test: in
         m.name = spec
         methods.append(m)
     for vname, rs in cfg.variants.items():
-        methods.append(Hybrid(core_for(rs), cat, rs, vname))
+        methods.append(Hybrid(core_for(rs), cat, rs, vname, ranker=cfg.ranker))
     for make in cfg.extra_methods:
         methods.append(make(base, cat))
     names = [m.name for m in methods]
@@ -127,7 +143,8 @@ def _build(cfg: EvalConfig, ranking: RankingSettings, cat: Catalogue, n_test: in
 
 def _make_method(name: str, core: CoreState, cat: Catalogue, cfg: EvalConfig, ranking: RankingSettings,
                  n_test: int) -> Method:
-    simple = {"mostpop": MostPop, "decayedpop": DecayedPop, "itemknn": ItemKNN, "content": ContentOnly}
+    simple = {"mostpop": MostPop, "decayedpop": DecayedPop, "itemknn": ItemKNN, "itemknn-watched": ItemKNNWatched,
+              "content": ContentOnly}
     if name in simple:
         return simple[name](core, cat)
     refit_every = max(1, math.ceil(cfg.als.refit_frac * n_test))  # ALS and EASE refit on one schedule
@@ -139,7 +156,7 @@ def _make_method(name: str, core: CoreState, cat: Catalogue, cfg: EvalConfig, ra
     if name == "ease":
         return EASE(core, cat, refit_every=refit_every, lam=cfg.ease_lambda)
     if name == "hybrid":
-        return Hybrid(core, cat, ranking, "hybrid")
+        return Hybrid(core, cat, ranking, "hybrid", ranker=cfg.ranker)
     raise ValueError(f"unknown method {name!r}; expected some of {', '.join(KNOWN_METHODS)}")
 
 
@@ -162,6 +179,8 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
     cat = Catalogue(log_.items, vectors)
     methods, cores = _build(cfg, ranking, cat, n_test)
     core_list = list(cores.values())
+    learners = [m for m in methods if isinstance(m, Hybrid) and m.learns]
+    learn_start = train_end - int(cfg.ranker_learn_frac * train_end)
     for m in methods:
         if isinstance(m, Hybrid) and m.cfg.top_k != kmax:
             log.warning("%s: live lists have top_k=%d items; evaluated at K up to %d", m.name, m.cfg.top_k, kmax)
@@ -207,6 +226,11 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
                 if m.name in kept:
                     kept[m.name].append(list(ranked[:kmax]))
                 metrics[m.name].add(ranked, ev.item, positive, b, cat.vectors, cat.counts, cat.total, reasons)
+        elif learners and i >= learn_start and not seen.has(ev.user_id, ev.item):
+            for m in learners:
+                t0 = time.perf_counter()
+                m.learn(ev)
+                metrics[m.name].seconds += time.perf_counter() - t0
         # ... then train: the event reaches every state.
         seen.add(ev.user_id, ev.item)
         for core in core_list:

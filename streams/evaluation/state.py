@@ -25,7 +25,7 @@ FRESH_MAX_ITEMS = 5000
 RANKING_ONLY_FIELDS = frozenset({
     "source_weights", "ann_candidates", "cooc_candidates", "fresh_window_s", "fresh_candidates",
     "trending_candidates", "mmr_lambda", "mmr_pool", "creator_cap", "top_k", "fusion", "rrf_k",
-    "cooc_recency_half_life", "cooc_score_window",
+    "cooc_recency_half_life", "cooc_score_window", "ranker_path",
 })  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from streams.ranking import (
     recommend,
     user_vector,
 )
+from streams.ranking.learned import FEATURES, FeatureContext, LinearRanker, learned_scores
 
 
 def _dist(f: Callable[[], object], n: int) -> str:
@@ -85,6 +86,11 @@ def main() -> None:
     hist = history_ids(state)
     print("cooc.score_candidates_explained:", _dist(lambda: co.score_candidates_explained(hist, 100), 300))
     print(f"trending.top(50) over {len(tr)} items:", _dist(lambda: tr.top(50, now), 300))
+    # fusion "learned": the features of every candidate and one dot product each (random weights:
+    # the cost does not depend on their values).
+    ranker = LinearRanker(rng.normal(size=len(FEATURES)), np.zeros(len(FEATURES)), np.ones(len(FEATURES)))
+    ctx = FeatureContext(state, co, tr, items, now)
+    print("learned_scores, warm user, 300 candidates:", _dist(lambda: learned_scores(ranker, ctx, cand), 300))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ A source's best candidate gets 1 whatever the scale of its raw scores, so a
 source with compressed scores (cosines of text vectors all near 0.5 after the
 mapping) cannot drown one with a long tail (co-occurrence), nor the reverse.
 
+With ``fusion = "learned"`` and a fitted ranker's scores ``s_i`` passed in
+(``streams/ranking/learned.py``: a softmax model over per-candidate features,
+fit on logged interactions), ``score_i = exp(s_i - max_j s_j)``, the
+candidate's probability relative to the best one's; the per-source
+contributions are still computed, for the reasons.
+
 Then MMR over the ``mmr_pool`` best by score: repeatedly pick
 ``argmax λ·rel_i − (1−λ)·max(0, max_{j picked} cos(v_i, v_j))`` with
 ``rel_i = score_i / max score``, skipping creators that reached ``creator_cap``.
@@ -183,6 +189,7 @@ def _score_pool(
     now: float,
     cfg: RankingSettings,
     taken_down: Container[str],
+    learned: Mapping[str, float] | None = None,
 ) -> _Pool:
     ann = _best_per_item(candidates.ann, cfg.ann_candidates)
     cooc = _best_per_item(candidates.cooc, cfg.cooc_candidates)
@@ -253,8 +260,20 @@ def _score_pool(
         norm = {s: _rrf(norm[s], has, k0) for s, has in
                 (("ann", ann_has), ("cooc", cooc_norm > 0), ("fresh", fresh_norm > 0), ("trending", trend_norm > 0))}
     contrib = {s: getattr(w, s) * norm[s] for s in SOURCES}
-    score = contrib["ann"] + contrib["cooc"] + contrib["fresh"] + contrib["trending"]
+    if cfg.fusion == "learned" and learned is not None:
+        score = _relative_likelihood(np.array([learned.get(i, -np.inf) for i in ids], dtype=np.float64))
+    else:
+        score = contrib["ann"] + contrib["cooc"] + contrib["fresh"] + contrib["trending"]
     return _Pool(ids, creators, vecs, sim, norm, contrib, score)
+
+
+def _relative_likelihood(logits: np.ndarray) -> np.ndarray:
+    """``exp(s_i - max s)``: a learned ranker's softmax probabilities relative to the best candidate's,
+    in (0, 1] (0 for a candidate it did not score or a NaN), so MMR trades them off like blended scores."""
+    s = np.where(np.isnan(logits), -np.inf, logits)
+    if not len(s) or not np.isfinite(s).any():
+        return np.zeros(len(s))
+    return np.exp(s - s[np.isfinite(s)].max())
 
 
 def _rrf(values: np.ndarray, has: np.ndarray, k0: float) -> np.ndarray:
@@ -413,16 +432,19 @@ def recommend(
     cfg: RankingSettings,
     taken_down: Container[str] = (),
     k: int | None = None,
+    learned: Mapping[str, float] | None = None,
 ) -> list[RecommendedItem]:
     """The user's top-``k`` list (default ``cfg.top_k``), best first, each with ≥1 reason.
 
     ``items`` must hold every candidate (missing ones are dropped) and, for
     reasons naming them, the user's history items. Fewer than ``k`` come back
     only when filtering leaves fewer eligible items; the creator cap yields rather
-    than shorten the list.
+    than shorten the list. With ``cfg.fusion == "learned"``, ``learned`` holds a
+    learned ranker's score of each candidate (:func:`streams.ranking.learned.learned_scores`)
+    and replaces the blend; without it (no ranker fitted yet) the weighted blend ranks.
     """
     k = cfg.top_k if k is None else int(k)
-    pool = _score_pool(state, candidates, items, now, cfg, taken_down)
+    pool = _score_pool(state, candidates, items, now, cfg, taken_down, learned)
     picked = _mmr(pool, k, cfg)
     if not picked:
         return []

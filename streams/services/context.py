@@ -10,6 +10,7 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
+from streams.ranking.learned import LinearRanker, load_ranker
 from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
 from streams.services.table_cache import CachedTable
@@ -37,6 +38,8 @@ class WorkerContext:
     media_slots: asyncio.Semaphore
     takedowns: TakedownView
     mirror: UserVectorMirror
+    # fusion "learned": the fitted ranker (None: rank with the weighted blend).
+    ranker: LinearRanker | None = None
     # streams/services/gc_policy.py; held here because the event loop keeps only a weak
     # reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
@@ -73,6 +76,7 @@ class WorkerContext:
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
             takedowns=TakedownView(tables.takedowns),
             mirror=UserVectorMirror(users, settings.worker),
+            ranker=load_ranker(rank),
         )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 
 import numpy as np
 
 from streams import topics
 from streams.ranking import Candidates, RecommendedItem, UserState, history_ids, recommend, user_vector
+from streams.ranking.learned import FeatureContext, learned_scores
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
@@ -94,9 +95,18 @@ class Recommender:
         items = await ctx.cache.get_many(wanted)
         takedowns = ctx.takedowns.current()
         return {
-            user: recommend(users[user], cand, items, now, cfg, taken_down=takedowns)
+            user: recommend(users[user], cand, items, now, cfg, taken_down=takedowns,
+                            learned=self._learned(users[user], cand, items, now, takedowns))
             for user, cand in per_user.items()
         }
+
+    def _learned(self, state: UserState | None, cand: Candidates, items: dict, now: float,
+                 takedowns: Container[str]) -> dict[str, float] | None:
+        """The fitted ranker's candidate scores (fusion "learned"); None ranks with the weighted blend."""
+        ctx = self.ctx
+        if ctx.ranker is None:
+            return None
+        return learned_scores(ctx.ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand, takedowns)
 
     async def publish(self, user_id: str, recs: list[RecommendedItem], source_event_id: str,
                       event_ts: float) -> None:

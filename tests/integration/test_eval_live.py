@@ -57,6 +57,11 @@ def _synthetic(path, n_users: int = 12, n_events: int = 300, seed: int = 7) -> N
 
 def _check(doc: dict, out) -> None:
     lv, a = doc["live"], doc["agreement"]
+    # The live settings rank with a learned ranker: fit on the training events, loaded by the worker
+    # from the file named here, and the same model in the offline replay (else the lists below differ).
+    hybrid = doc["settings"]["hybrid"]
+    assert hybrid["fusion"] == "learned" and hybrid["ranker_path"], hybrid
+    assert doc["settings"]["worker_env"]["AVREC_RANKING__RANKER_PATH"] == hybrid["ranker_path"]
     assert lv["unresolved_events"] == 0
     assert lv["lists"] >= lv["interactions"]  # lock-step: every interaction gets its own list
     assert lv["batches"]["superseded"] == 0

@@ -50,7 +50,7 @@ def test_defaults_match_the_documented_values(cfg):
         "complete": 1.2, "skip": -0.3, "dislike": -1.0, "hide": -1.5,
     }
     assert cfg.source_weights.model_dump() == {"ann": 0.2, "cooc": 1.0, "fresh": 0.1, "trending": 0.1}
-    assert (cfg.fusion, cfg.rrf_k) == ("weighted", 60.0)
+    assert (cfg.fusion, cfg.rrf_k, cfg.ranker_path) == ("learned", 60.0, "")
     assert (cfg.cooc_window, cfg.cooc_max_neighbors, cfg.cooc_recency_half_life, cfg.cooc_score_window,
             cfg.cooc_pair_half_life) == (10, 300, 4.0, 20, 0.0)
     assert (cfg.half_life_s, cfg.fresh_window_s, cfg.trending_half_life_s) == (7 * 86400, 48 * 3600, 6 * 3600)

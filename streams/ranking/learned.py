@@ -1,0 +1,333 @@
+"""A learned candidate ranker: a linear softmax model over per-candidate features.
+
+The hand-weighted blend in :mod:`streams.ranking.recommend` adds each source's
+score normalised to [0, 1] with fixed weights. This module instead *learns* how
+to combine the signals from logged interactions: each interaction is one
+example, "of the candidates the user had just before it, this is the one they
+chose", and the model is a multinomial logit over the candidate pool,
+
+    P(j | user) = exp(z_j · w) / Σ_k exp(z_k · w),
+
+with ``z_j`` the standardised features of candidate j (:data:`FEATURES`). It is
+fit by L-BFGS on the mean negative log-likelihood plus an L2 penalty. Nothing
+in it is tuned to one dataset: the weights come from whatever log it is fit on.
+
+The features only use what the live worker has for every candidate:
+
+* co-occurrence scores of the candidate against the user's history at several
+  time scales (:data:`COOC_VIEWS`: every item of the pair window alike, the
+  last item alone, and recency half-lives of 1, 4 and 8 items), over two
+  histories: the positive items the pairs are counted from, and every item the
+  user interacted with (``UserState.seen``, in order), each also as
+  ``log1p(10 s)`` so a linear model can use both the score and its order of
+  magnitude;
+* the item's popularity (the co-occurrence store's count of users), its
+  trending score (the live decayed counter), its age since upload;
+* the cosine between the user's taste vector and the item's vector;
+* how long the user's history is, as ``log1p(n)`` times each popularity
+  feature (so the model can lean on popularity for new users and less for
+  established ones; on its own it is the same for every candidate of a list and
+  would change nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Container, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from streams.ranking.config import RankingSettings
+from streams.ranking.cooccurrence import CoOccurrence
+from streams.ranking.exceptions import RankingError, StateFormatError
+from streams.ranking.trending import DecayedCounter
+from streams.ranking.user_state import UserState, history_ids, user_vector
+
+if TYPE_CHECKING:
+    from streams.ranking.recommend import Candidates, ItemInfo
+
+log = logging.getLogger(__name__)
+
+# (recency half-life in items, how many recent distinct history items); half-life 0 = all alike.
+COOC_VIEWS: tuple[tuple[float, int], ...] = ((0.0, 10), (0.0, 1), (1.0, 20), (4.0, 20), (8.0, 50))
+_VIEW_NAMES = ("flat10", "last", "hl1", "hl4", "hl8")
+# Each view over two histories: the user's positive items (what co-occurrence pairs are counted
+# from) and every item they interacted with, disliked ones included ("watched": what a user just
+# watched predicts what they watch next, whatever they thought of it).
+_COOC_COLUMNS = tuple(f"{hist}_{v}" for hist in ("liked", "watched") for v in _VIEW_NAMES)
+FEATURES: tuple[str, ...] = (
+    *(f"cooc_{c}" for c in _COOC_COLUMNS),
+    *(f"log_cooc_{c}" for c in _COOC_COLUMNS),
+    "log_popularity", "log_trending", "log_age_h", "content_cos",
+    "log_popularity_x_history", "log_trending_x_history",
+)  # fmt: skip
+MODEL_VERSION = 1
+
+
+def _recent_distinct(item_ids: Sequence[str], limit: int) -> list[str]:
+    """The ``limit`` most recent distinct ids, most recent first (``item_ids`` is oldest first)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for h in reversed(item_ids):
+        if len(out) == limit:
+            break
+        if h not in seen:
+            seen.add(h)
+            out.append(h)
+    return out
+
+
+def cooc_views(cooc: CoOccurrence, histories: Sequence[Sequence[str]], item_ids: Sequence[str],
+               views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
+    """Cosine co-occurrence scores of ``item_ids`` against some histories, under each view of each, at once.
+
+    Returns ``scores`` (float64) with a row per item and one column per (history, view), history-major:
+    ``scores[i, a * len(views) + v] = Σ_r w_v(r) c_{h_r j} / sqrt(p_{h_r} p_j)`` for ``j = item_ids[i]``
+    over the distinct items ``h_r`` of history ``a`` (oldest first as given; r = 0 the most recent),
+    with ``w_v(r) = 0.5 ** (r / half_life)`` (1 for half-life 0) for ``r < window`` and 0 beyond: what
+    :meth:`CoOccurrence.score_candidates` computes for one view. Each history item's row is read once,
+    however many histories and views it weighs in, and only entries for ``item_ids`` are kept (the
+    live worker pays for this on every list it ranks).
+    """
+    limit = max(w for _, w in views)
+    recents = [_recent_distinct(h, limit) for h in histories]
+    row_of: dict[str, int] = {}
+    for recent in recents:
+        for h in recent:
+            row_of.setdefault(h, len(row_of))
+    nv = len(views)
+    n = len(item_ids)
+    weights = np.zeros((len(row_of), len(histories) * nv))
+    for a, recent in enumerate(recents):
+        rows = [row_of[h] for h in recent]
+        ranks = np.arange(len(recent))
+        for v, (hl, win) in enumerate(views):
+            weights[rows, a * nv + v] = np.where(ranks < win, 0.5 ** (ranks / hl) if hl > 0 else 1.0, 0.0)
+    pos = {j: i for i, j in enumerate(item_ids)}
+    parts_i: list[np.ndarray] = []
+    parts_c: list[np.ndarray] = []
+    parts_r: list[np.ndarray] = []
+    for h, r in row_of.items():
+        row = cooc.counts.get(h)
+        ph = float(cooc.pops.get(h, 0.0))
+        if not row or ph <= 0:
+            continue
+        # map(dict.get) runs in C: the per-entry cost of the scan that dominates this function.
+        idx = np.fromiter(map(pos.get, row, repeat(-1)), dtype=np.int64, count=len(row))
+        keep = idx >= 0
+        if not keep.any():
+            continue
+        c = np.fromiter(row.values(), dtype=np.float64, count=len(row))
+        parts_i.append(idx[keep])
+        parts_c.append(c[keep] / math.sqrt(ph))
+        parts_r.append(np.full(int(keep.sum()), r))
+    out = np.zeros((n, len(histories) * nv))
+    if not parts_i:
+        return out
+    ii = np.concatenate(parts_i)
+    part = np.concatenate(parts_c)
+    w = weights[np.concatenate(parts_r)]
+    for col in range(w.shape[1]):
+        out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
+    pj = np.fromiter((float(cooc.pops.get(j, 0.0)) for j in item_ids), dtype=np.float64, count=n)
+    with np.errstate(divide="ignore"):
+        scale = np.where(pj > 0, 1.0 / np.sqrt(np.maximum(pj, 1e-300)), 0.0)
+    return out * scale[:, None]
+
+
+@dataclass
+class FeatureContext:
+    """What features are computed from, for one user at one moment (all read-only)."""
+
+    state: UserState | None
+    cooc: CoOccurrence
+    trending: DecayedCounter
+    items: Mapping[str, ItemInfo]  # at least every candidate's (upload time, vector)
+    now: float
+
+
+def candidate_pool(state: UserState | None, candidates: Candidates, items: Mapping[str, ItemInfo],
+                   taken_down: Container[str] = ()) -> list[str]:
+    """Every candidate id of every source that ``recommend`` could list (known, available, not seen,
+    hidden or taken down), sorted: the rows a learned ranker scores and learns from."""
+    seen = state.seen if state is not None else ()
+    hidden = state.hidden if state is not None else ()
+    ids = {i for src in (candidates.ann, candidates.cooc, candidates.fresh, candidates.trending) for i, _ in src}
+    out = []
+    for iid in sorted(ids):
+        info = items.get(iid)
+        if info is not None and info.available and iid not in seen and iid not in hidden and iid not in taken_down:
+            out.append(iid)
+    return out
+
+
+def candidate_features(ctx: FeatureContext, item_ids: Sequence[str]) -> np.ndarray:
+    """The ``len(item_ids) x len(FEATURES)`` feature matrix (float64), rows in ``item_ids`` order."""
+    n = len(item_ids)
+    hist = history_ids(ctx.state)
+    watched = list(ctx.state.seen) if ctx.state is not None else []
+    cv = cooc_views(ctx.cooc, (hist, watched), item_ids)
+    pops = np.array([float(ctx.cooc.pops.get(j, 0.0)) for j in item_ids])
+    trend = ctx.trending.score(item_ids, ctx.now) if n else np.zeros(0)
+    infos = [ctx.items[j] for j in item_ids]
+    age_h = np.array([max(0.0, ctx.now - float(info.created_at)) / 3600.0 for info in infos])
+    cos = np.zeros(n)
+    u = user_vector(ctx.state)
+    if u is not None:
+        rows = [a for a, info in enumerate(infos) if info.vector is not None and len(info.vector) == len(u)]
+        if rows:
+            cos[rows] = np.stack([np.asarray(infos[a].vector, dtype=np.float32) for a in rows]) @ u
+    log_hist = math.log1p(len(hist))
+    lpop, ltrend = np.log1p(pops), np.log1p(trend)
+    return np.column_stack([
+        cv, np.log1p(10.0 * cv), lpop, ltrend, np.log1p(age_h), cos,
+        lpop * log_hist, ltrend * log_hist,
+    ])  # fmt: skip
+
+
+def learned_scores(ranker: "LinearRanker", ctx: FeatureContext, candidates: Candidates,
+                   taken_down: Container[str] = ()) -> dict[str, float]:
+    """The ranker's score of every candidate ``recommend`` could list (see :func:`candidate_pool`)."""
+    pool = candidate_pool(ctx.state, candidates, ctx.items, taken_down)
+    if not pool:
+        return {}
+    return dict(zip(pool, ranker.score(candidate_features(ctx, pool)).tolist()))
+
+
+def training_example(ctx: FeatureContext, candidates: Candidates, chosen: str) -> tuple[np.ndarray, int] | None:
+    """``(features of the pool, row of the chosen item)`` for an interaction with ``chosen``, from the
+    state just *before* it; None when the chosen item was not among the candidates (nothing to learn
+    about ranking it)."""
+    pool = candidate_pool(ctx.state, candidates, ctx.items)
+    try:
+        row = pool.index(chosen)
+    except ValueError:
+        return None
+    return candidate_features(ctx, pool), row
+
+
+class LinearRanker:
+    """Standardised features, one weight each; ``fit`` on (features, chosen row) examples."""
+
+    def __init__(self, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+        d = len(FEATURES)
+        if not (weights.shape == mean.shape == scale.shape == (d,)):
+            raise RankingError(f"a ranker needs {d} weights, means and scales, got "
+                               f"{weights.shape}, {mean.shape}, {scale.shape}")
+        if not (np.isfinite(weights).all() and np.isfinite(mean).all() and (scale > 0).all()):
+            raise RankingError("ranker weights, means and scales must be finite (scales > 0)")
+        self.weights, self.mean, self.scale = weights, mean, scale
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.weights
+
+    @classmethod
+    def fit(cls, examples: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3, max_iter: int = 200,
+            warm: "LinearRanker | None" = None) -> "LinearRanker":
+        """Maximum likelihood of the chosen rows under the softmax over each example's rows.
+
+        ``examples``: ``(features [n_i x d], chosen row)`` pairs; ``l2`` penalises
+        the standardised weights. ``warm`` starts from another model's weights.
+        """
+        from scipy.optimize import minimize
+
+        usable = [(x, int(p)) for x, p in examples if len(x) > 1 and 0 <= int(p) < len(x)]
+        if not usable:
+            raise RankingError("no usable examples: each needs at least two candidates and the chosen one")
+        allx = np.concatenate([x for x, _ in usable])
+        mean = allx.mean(0)
+        scale = allx.std(0)
+        scale[scale < 1e-9] = 1.0
+        # All examples in one matrix; softmax sums per example by reduceat over their row ranges.
+        z = (allx - mean) / scale
+        del allx
+        sizes = np.array([len(x) for x, _ in usable])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        chosen = starts + np.array([p for _, p in usable])
+        z_chosen = z[chosen].sum(0)
+        m = len(usable)
+
+        def nll(w: np.ndarray) -> tuple[float, np.ndarray]:
+            s = z @ w
+            top = np.repeat(np.maximum.reduceat(s, starts), sizes)
+            e = np.exp(s - top)
+            den = np.add.reduceat(e, starts)
+            total = -(s[chosen] - top[chosen] - np.log(den)).sum()
+            grad = -z_chosen + (e / np.repeat(den, sizes)) @ z
+            return total / m + l2 * float(w @ w), grad / m + 2 * l2 * w
+
+        w0 = np.zeros(len(FEATURES)) if warm is None else warm.weights.copy()
+        res = minimize(nll, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        log.info("ranker fit on %d examples: nll %.4f (%s, %d iterations)", m, res.fun,
+                 "converged" if res.success else res.message, res.nit)
+        return cls(np.asarray(res.x, dtype=np.float64), mean, scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": MODEL_VERSION, "features": list(FEATURES), "weights": self.weights.tolist(),
+                "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LinearRanker":
+        try:
+            if data.get("v") != MODEL_VERSION:
+                raise StateFormatError(f"ranker version {data.get('v')!r}, expected {MODEL_VERSION}")
+            if list(data["features"]) != list(FEATURES):
+                raise StateFormatError("ranker features differ from this version's; refit it")
+            return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("weights", "mean", "scale")))
+        except StateFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"cannot read ranker: {exc!r}") from exc
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as JSON, atomically: a worker starting meanwhile reads the old file or the new one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LinearRanker":
+        """The model :meth:`save` wrote; :class:`StateFormatError` names the file and what is wrong with it."""
+        try:
+            data = orjson.loads(Path(path).read_bytes())
+        except OSError as exc:
+            raise StateFormatError(f"cannot read the ranker file {path}: {exc.strerror or exc}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise StateFormatError(f"the ranker file {path} is not JSON ({exc}); refit it with avrec ranker fit") \
+                from exc
+        if not isinstance(data, dict):
+            raise StateFormatError(f"the ranker file {path} holds a {type(data).__name__}, not a ranker")
+        try:
+            return cls.from_dict(data)
+        except (StateFormatError, RankingError) as exc:
+            raise StateFormatError(f"the ranker file {path}: {exc}; refit it with avrec ranker fit") from exc
+
+    def describe(self) -> list[tuple[str, float]]:
+        """(feature, standardised weight), largest magnitude first: what the model leans on."""
+        return sorted(zip(FEATURES, self.weights.tolist()), key=lambda t: -abs(t[1]))
+
+
+def load_ranker(cfg: RankingSettings) -> LinearRanker | None:
+    """The ranker the settings ask for: None unless ``fusion`` is "learned" and ``ranker_path`` is set.
+
+    Raises :class:`StateFormatError` for a file that cannot be read as a ranker, so a worker
+    fails at start rather than ranking with something else than it was told to.
+    """
+    if cfg.fusion != "learned":
+        return None
+    if not cfg.ranker_path:
+        log.warning("fusion is 'learned' but no ranker is fitted yet (AVREC_RANKING__RANKER_PATH is unset): "
+                    "ranking with the weighted blend. Fit one on the logged interactions with "
+                    "'avrec ranker fit DATASET --out ranker.json' and point AVREC_RANKING__RANKER_PATH at it.")
+        return None
+    ranker = LinearRanker.load(cfg.ranker_path)
+    log.info("learned ranker loaded from %s; it leans most on %s", cfg.ranker_path,
+             ", ".join(f"{f} {w:+.2f}" for f, w in ranker.describe()[:4]))
+    return ranker
