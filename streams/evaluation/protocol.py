@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from streams.evaluation.dataset import EvalLog, Event, Upload
+from streams.evaluation.dataset import EvalLog, Event
 from streams.evaluation.methods import (
     ALS,
     EASE,
@@ -33,7 +33,7 @@ from streams.evaluation.methods import (
     MostPop,
 )
 from streams.evaluation.metrics import MethodMetrics
-from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature
+from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature, replay_order
 from streams.ranking import RankingSettings, event_weight
 from streams.ranking.learned import LinearRanker
 
@@ -197,14 +197,8 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
 
     t_start = time.perf_counter()
     t_test = None
-    i = 0
     n_targets = 0
-    for ev in log_.stream:
-        if isinstance(ev, Upload):
-            cat.upload(ev.item)
-            continue
-        if i >= test_end:
-            break
+    for i, ev in replay_order(log_, cat, test_end):
         if i == train_end:
             t_test = time.perf_counter()
             log.info("training replay done in %.1f s; testing", t_test - t_start)
@@ -238,14 +232,14 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
         cat.count(ev.item)
         for m in methods:
             m.observe(ev)
-        i += 1
-        if i > train_end:
+        done = i + 1
+        if done > train_end:
             for m in methods:
                 t0 = time.perf_counter()
-                m.tick(i - train_end)
+                m.tick(done - train_end)
                 metrics[m.name].seconds += time.perf_counter() - t0
-        if i % 20000 == 0:
-            log.info("%d / %d interactions replayed (%.0f s)", i, test_end, time.perf_counter() - t_start)
+        if done % 20000 == 0:
+            log.info("%d / %d interactions replayed (%.0f s)", done, test_end, time.perf_counter() - t_start)
     t_end = time.perf_counter()
     t_test = t_test if t_test is not None else t_end
     als = [m for m in methods if isinstance(m, ALS)]

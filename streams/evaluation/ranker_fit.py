@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import numpy as np
 
-from streams.evaluation.dataset import EvalLog, Event, Upload
+from streams.evaluation.dataset import EvalLog
 from streams.evaluation.methods import Hybrid
-from streams.evaluation.state import Catalogue, CoreState, SeenLog
+from streams.evaluation.state import Catalogue, CoreState, SeenLog, replay_order
 from streams.ranking import RankingSettings
 from streams.ranking.exceptions import RankingError
 from streams.ranking.learned import LinearRanker
@@ -35,20 +35,12 @@ def fit_ranker(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, unt
     core = CoreState(ranking)
     learner = Hybrid(core, cat, ranking.model_copy(update={"fusion": "learned"}), "ranker-fit")
     seen = SeenLog()
-    i = 0
-    for ev in log_.stream:
-        if isinstance(ev, Upload):
-            cat.upload(ev.item)
-            continue
-        if i >= n:
-            break
-        assert isinstance(ev, Event)
+    for i, ev in replay_order(log_, cat, n):
         if i >= learn_start and not seen.has(ev.user_id, ev.item):
             learner.learn(ev)
         seen.add(ev.user_id, ev.item)
         core.apply(ev, cat)
         cat.count(ev.item)
-        i += 1
     learner.start_test()
     if learner.ranker is None:
         raise RankingError(f"no interaction among the last {n - learn_start} of {n} had its item among the "

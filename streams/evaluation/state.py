@@ -11,10 +11,11 @@ differ only in how lists are ranked share one (see :func:`ingest_signature`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 
-from streams.evaluation.dataset import Event, ItemMeta
+from streams.evaluation.dataset import EvalLog, Event, ItemMeta, Upload
 from streams.ranking import ItemInfo, RankingSettings, UserState, ingest_interaction, new_cooccurrence, new_trending
 from streams.records import Interaction, watch_ratio
 
@@ -105,6 +106,20 @@ class CoreState:
         ratio = _ratio(ev, meta)
         return ingest_interaction(state, ev.event_id, meta.item_id, cat.vectors[ev.item], ev.type, ratio, ev.ts,
                                   self.cfg, cooc=self.cooc, trending=self.trending)
+
+
+def replay_order(log_: EvalLog, cat: Catalogue, stop: int) -> Iterator[tuple[int, Event]]:
+    """``(index, interaction)`` for the first ``stop`` interactions, in log order. Each upload reaches
+    ``cat`` when it comes, so an item can only be recommended once it has been uploaded."""
+    i = 0
+    for ev in log_.stream:
+        if isinstance(ev, Upload):
+            cat.upload(ev.item)
+            continue
+        if i >= stop:
+            return
+        yield i, ev
+        i += 1
 
 
 def _ratio(ev: Event, meta: ItemMeta) -> float | None:
