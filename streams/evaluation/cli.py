@@ -152,6 +152,8 @@ def ranker_fit_cmd(
                                                      "AVREC_RANKING__RANKER_PATH at it.")],
     learn_frac: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Learn from this last share of the interactions.")] = 0.25,
+    max_learn_events: Annotated[int, typer.Option(
+        min=1, help="... but from at most this many (they bound the fit's memory, ~40 KB each).")] = 40_000,
     limit: Annotated[int | None, typer.Option(help="Use only the first N interactions.")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Item vector cache.")] = Path(".cache/eval-vectors"),
     device: Annotated[str, typer.Option(help="Torch device for encoding item texts.")] = "cpu",
@@ -168,7 +170,7 @@ def ranker_fit_cmd(
         elog = load_log(dataset, limit=limit)
         vectors = item_vectors(elog.items, cache_dir, settings.encoders.fusion_checkpoint, device,
                                settings.encoders.dim)
-        ranker = fit_ranker(elog, vectors, settings.ranking, learn_frac=learn_frac)
+        ranker = fit_ranker(elog, vectors, settings.ranking, learn_frac=learn_frac, max_events=max_learn_events)
         ranker.save(out)
     except (ValueError, OSError, AvrecError) as exc:
         typer.echo(f"avrec ranker fit: {exc}", err=True)

@@ -24,13 +24,21 @@ from streams.ranking.learned import LinearRanker
 log = logging.getLogger(__name__)
 
 
+# Each example holds a few hundred candidates' features (~40 KB): this bounds a fit's memory to a few GB
+# however long the log, and its learning replay to tens of minutes at most.
+MAX_LEARN_EVENTS = 40_000
+
+
 def fit_ranker(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, until: int | None = None,
-               learn_frac: float = 0.25) -> LinearRanker:
-    """Replay interactions ``[0, until)`` (default: all) and fit a ranker on the last ``learn_frac`` of them."""
+               learn_frac: float = 0.25, max_events: int = MAX_LEARN_EVENTS) -> LinearRanker:
+    """Replay interactions ``[0, until)`` (default: all) and fit a ranker on the last ``learn_frac`` of
+    them, at most the last ``max_events``."""
     if not 0.0 < learn_frac <= 1.0:
         raise ValueError(f"learn_frac must be in (0, 1], got {learn_frac}")
+    if max_events < 1:
+        raise ValueError(f"max_events must be >= 1, got {max_events}")
     n = log_.n_interactions if until is None else min(int(until), log_.n_interactions)
-    learn_start = n - int(learn_frac * n)
+    learn_start = n - min(int(learn_frac * n), max_events)
     cat = Catalogue(log_.items, vectors)
     core = CoreState(ranking)
     learner = Hybrid(core, cat, ranking.model_copy(update={"fusion": "learned"}), "ranker-fit")

@@ -239,3 +239,18 @@ def test_fit_ranker_says_when_there_is_nothing_to_learn(tmp_path):
     cfg = RankingSettings(fresh_candidates=0, trending_candidates=0)
     with pytest.raises(RankingError, match="nothing to fit a ranker on"):
         fit_ranker(log, _cluster_vectors(log), cfg, until=1, learn_frac=1.0)
+
+
+def test_fit_ranker_learns_from_at_most_max_events(tmp_path, caplog):
+    """A long log's last quarter can be huge; the learning window is capped (memory ~40 KB an example)."""
+    import logging
+
+    from streams.evaluation.ranker_fit import fit_ranker
+
+    path, frac = _write_two_clusters(tmp_path / "cap")
+    log = load_log(path)
+    with caplog.at_level(logging.INFO, logger="streams.evaluation.methods"):
+        fit_ranker(log, _cluster_vectors(log), RankingSettings(), learn_frac=1.0, max_events=6)
+    assert "of 6 learning events" in caplog.text
+    with pytest.raises(ValueError, match="max_events"):
+        fit_ranker(log, _cluster_vectors(log), RankingSettings(), max_events=0)
