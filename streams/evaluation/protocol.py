@@ -33,6 +33,7 @@ from streams.evaluation.methods import (
     MostPop,
 )
 from streams.evaluation.metrics import MethodMetrics
+from streams.evaluation.ranker_fit import learn_window_start
 from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature, replay_order
 from streams.ranking import RankingSettings, event_weight
 from streams.ranking.learned import LinearRanker
@@ -67,7 +68,8 @@ class EvalConfig:
     als: ALSParams = field(default_factory=ALSParams)  # refit_frac also paces EASE's refits
     ease_lambda: float = 500.0
     # A hybrid with fusion "learned" fits its ranker on the events in this last share of the
-    # training segment (each one a candidate pool and the item chosen from it).
+    # training segment, at most ranker_fit.MAX_LEARN_EVENTS (each one a candidate pool and the
+    # item chosen from it), as `avrec ranker fit` does.
     ranker_learn_frac: float = 0.25
     # ... unless it is given a fitted ranker (live mode: the one the worker loaded).
     ranker: LinearRanker | None = None
@@ -180,7 +182,7 @@ def _replay(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, cfg: E
     methods, cores = _build(cfg, ranking, cat, n_test)
     core_list = list(cores.values())
     learners = [m for m in methods if isinstance(m, Hybrid) and m.learns]
-    learn_start = train_end - int(cfg.ranker_learn_frac * train_end)
+    learn_start = learn_window_start(train_end, cfg.ranker_learn_frac)
     for m in methods:
         if isinstance(m, Hybrid) and m.cfg.top_k != kmax:
             log.warning("%s: live lists have top_k=%d items; evaluated at K up to %d", m.name, m.cfg.top_k, kmax)

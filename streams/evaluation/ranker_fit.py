@@ -29,16 +29,22 @@ log = logging.getLogger(__name__)
 MAX_LEARN_EVENTS = 40_000
 
 
+def learn_window_start(n: int, learn_frac: float, max_events: int = MAX_LEARN_EVENTS) -> int:
+    """Index of the first of the last ``learn_frac`` of ``n`` interactions, at most ``max_events`` of them:
+    where a ranker starts learning (here and in the evaluation's replay alike)."""
+    if max_events < 1:
+        raise ValueError(f"max_events must be >= 1, got {max_events}")
+    return n - min(int(learn_frac * n), max_events)
+
+
 def fit_ranker(log_: EvalLog, vectors: np.ndarray, ranking: RankingSettings, until: int | None = None,
                learn_frac: float = 0.25, max_events: int = MAX_LEARN_EVENTS) -> LinearRanker:
     """Replay interactions ``[0, until)`` (default: all) and fit a ranker on the last ``learn_frac`` of
     them, at most the last ``max_events``."""
     if not 0.0 < learn_frac <= 1.0:
         raise ValueError(f"learn_frac must be in (0, 1], got {learn_frac}")
-    if max_events < 1:
-        raise ValueError(f"max_events must be >= 1, got {max_events}")
     n = log_.n_interactions if until is None else min(int(until), log_.n_interactions)
-    learn_start = n - min(int(learn_frac * n), max_events)
+    learn_start = learn_window_start(n, learn_frac, max_events)
     cat = Catalogue(log_.items, vectors)
     core = CoreState(ranking)
     learner = Hybrid(core, cat, ranking.model_copy(update={"fusion": "learned"}), "ranker-fit")
