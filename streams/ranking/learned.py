@@ -32,6 +32,7 @@ The features only use what the live worker has for every candidate:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -309,6 +310,10 @@ class LinearRanker:
         except (StateFormatError, RankingError) as exc:
             raise StateFormatError(f"the ranker file {path}: {exc}; refit it with avrec ranker fit") from exc
 
+    def fingerprint(self) -> str:
+        """12 hex digits naming this exact model (its weights, means and scales): equal models, equal names."""
+        return hashlib.sha256(orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
     def describe(self) -> list[tuple[str, float]]:
         """(feature, standardised weight), largest magnitude first: what the model leans on."""
         return sorted(zip(FEATURES, self.weights.tolist()), key=lambda t: -abs(t[1]))
@@ -331,3 +336,9 @@ def load_ranker(cfg: RankingSettings) -> LinearRanker | None:
     log.info("learned ranker loaded from %s; it leans most on %s", cfg.ranker_path,
              ", ".join(f"{f} {w:+.2f}" for f, w in ranker.describe()[:4]))
     return ranker
+
+
+def published_model_version(base: str, ranker: LinearRanker | None) -> str:
+    """The ``model_version`` a list is published with: the settings' name, plus the ranker's fingerprint
+    when one ranks (``hybrid-v1+ranker-0123456789ab``), so a consumer can tell which model made a list."""
+    return base if ranker is None else f"{base}+ranker-{ranker.fingerprint()}"

@@ -10,7 +10,7 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
-from streams.ranking.learned import LinearRanker, load_ranker
+from streams.ranking.learned import LinearRanker, load_ranker, published_model_version
 from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
 from streams.services.table_cache import CachedTable
@@ -40,6 +40,8 @@ class WorkerContext:
     mirror: UserVectorMirror
     # fusion "learned": the fitted ranker (None: rank with the weighted blend).
     ranker: LinearRanker | None = None
+    # What published lists say made them (settings.model_version, plus the ranker's fingerprint).
+    model_version: str = ""
     # streams/services/gc_policy.py; held here because the event loop keeps only a weak
     # reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
@@ -57,6 +59,7 @@ class WorkerContext:
         rank = settings.ranking
         fresh = FreshItems(rank.fresh_window_s)
         await fresh.seed(items, 1000)
+        ranker = load_ranker(rank)
         trending = new_trending(rank)
         snapshot = tables.trending.get("snapshot")
         if snapshot:
@@ -76,7 +79,8 @@ class WorkerContext:
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
             takedowns=TakedownView(tables.takedowns),
             mirror=UserVectorMirror(users, settings.worker),
-            ranker=load_ranker(rank),
+            ranker=ranker,
+            model_version=published_model_version(settings.model_version, ranker),
         )
 
 

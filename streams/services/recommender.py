@@ -113,7 +113,7 @@ class Recommender:
         record = Recommendation(
             user_id=user_id,
             items=[RecommendedRecord(item_id=r.item_id, score=round(r.score, 6), reasons=r.reasons) for r in recs],
-            model_version=self.ctx.settings.model_version,
+            model_version=self.ctx.model_version,
             source_event_id=source_event_id,
             event_ts=event_ts,
             produced_at=time.time(),

@@ -204,3 +204,17 @@ def test_a_worker_told_to_use_an_unreadable_ranker_refuses_to_start(tmp_path):
     res = subprocess.run([str(avrec), "worker"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stdout + res.stderr
     assert str(bad) in res.stderr and "avrec ranker fit" in res.stderr
+
+
+def test_published_lists_name_the_ranker_that_made_them():
+    from streams.ranking.learned import published_model_version
+
+    rng = np.random.default_rng(4)
+    a = LinearRanker.fit(_examples(rng, 40, 2))
+    same = LinearRanker.from_dict(a.to_dict())
+    b = LinearRanker(a.weights * 2.0, a.mean, a.scale)
+    assert published_model_version("hybrid-v1", None) == "hybrid-v1"
+    va = published_model_version("hybrid-v1", a)
+    assert va == published_model_version("hybrid-v1", same)
+    assert va.startswith("hybrid-v1+ranker-") and len(va) == len("hybrid-v1+ranker-") + 12
+    assert va != published_model_version("hybrid-v1", b)
