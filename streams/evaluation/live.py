@@ -95,6 +95,7 @@ class LiveRecord:
     reasons_specific: int  # items with a specific reason
     produced_at: float
     received_at: float
+    model_version: str = ""
 
 
 @dataclass
@@ -192,7 +193,7 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
                     user_id=rec["user_id"], source_event_id=rec["source_event_id"],
                     items=[i["item_id"] for i in rec["items"]],
                     reasons_specific=sum(1 for i in rec["items"] if any(r != GENERIC_REASON for r in i["reasons"])),
-                    produced_at=float(rec["produced_at"]), received_at=now))
+                    produced_at=float(rec["produced_at"]), received_at=now, model_version=rec["model_version"]))
                 out.resolve(rec["user_id"], rec["source_event_id"])
 
     def wait_uploads() -> None:
@@ -523,6 +524,7 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                  "unknown_items_in_lists": live_method[0].unknown_items if live_method else 0,
                  "latency_received": latency_summary(lat["received"]),
                  "latency_produced": latency_summary(lat["produced"]), "batches": batches,
+                 "model_versions": sorted({r.model_version for r in run.records}),
                  "worker_log": run.worker_log, "worker_app_id": worker.env["AVREC_APP_ID"],
                  "topic_prefix": worker.env["AVREC_KAFKA__TOPIC_PREFIX"]},
         "settings": {"hybrid": ranking.model_dump(mode="json"), "worker_env": {

@@ -62,6 +62,10 @@ def _check(doc: dict, out) -> None:
     hybrid = doc["settings"]["hybrid"]
     assert hybrid["fusion"] == "learned" and hybrid["ranker_path"], hybrid
     assert doc["settings"]["worker_env"]["AVREC_RANKING__RANKER_PATH"] == hybrid["ranker_path"]
+    from streams.ranking.learned import LinearRanker
+
+    # Every list the worker published names that ranker.
+    assert lv["model_versions"] == [f"hybrid-v1+ranker-{LinearRanker.load(hybrid['ranker_path']).fingerprint()}"]
     assert lv["unresolved_events"] == 0
     assert lv["lists"] >= lv["interactions"]  # lock-step: every interaction gets its own list
     assert lv["batches"]["superseded"] == 0
