@@ -102,11 +102,20 @@ class Recommender:
 
     def _learned(self, state: UserState | None, cand: Candidates, items: dict, now: float,
                  takedowns: Container[str]) -> dict[str, float] | None:
-        """The fitted ranker's candidate scores (fusion "learned"); None ranks with the weighted blend."""
+        """The fitted ranker's candidate scores (fusion "learned"); None ranks with the weighted blend.
+
+        A failure here (a bug, or state the ranker cannot read) falls back to the blend for this list
+        rather than failing the batch: the user still gets a list, and the error is logged.
+        """
         ctx = self.ctx
         if ctx.ranker is None:
             return None
-        return learned_scores(ctx.ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand, takedowns)
+        try:
+            return learned_scores(ctx.ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand,
+                                  takedowns)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("learned ranker failed for a list; ranking it with the weighted blend")
+            return None
 
     async def publish(self, user_id: str, recs: list[RecommendedItem], source_event_id: str,
                       event_ts: float) -> None:

@@ -54,3 +54,27 @@ async def test_iter_lists_reads_a_failed_prefetched_search_when_ranking_fails():
         loop.set_exception_handler(previous)
     assert Items.calls == 2  # chunk 2's search did run (and fail) before chunk 1's ranking gave up
     assert unretrieved == []
+
+
+def test_a_failing_learned_ranker_falls_back_to_the_blend_for_that_list(caplog):
+    """A ranker error must not fail the batch (its events would go to the dead-letter topic): the list
+    is ranked with the weighted blend instead, and the error is logged."""
+    import logging
+
+    from streams.ranking import Candidates, ItemInfo, recommend
+
+    class Broken:
+        def score(self, features):
+            raise FloatingPointError("boom")
+
+    cfg = RankingSettings()
+    ctx = SimpleNamespace(settings=SimpleNamespace(ranking=cfg), ranker=Broken(), cooc=new_cooccurrence(cfg),
+                          trending=new_trending(cfg))
+    items = {f"i{j}": ItemInfo(f"i{j}", "c", f"t{j}", np.eye(4, dtype=np.float32)[j], 0.0) for j in range(3)}
+    cand = Candidates(cooc=[("i0", 0.2), ("i1", 0.9), ("i2", 0.5)])
+    with caplog.at_level(logging.ERROR, logger="streams.services.recommender"):
+        learned = Recommender(ctx)._learned(UserState(), cand, items, 1.0, ())
+    assert learned is None
+    assert "weighted blend" in caplog.text and "boom" in caplog.text
+    # ... and with None, recommend() ranks with the blend: co-occurrence order.
+    assert [r.item_id for r in recommend(UserState(), cand, items, 1.0, cfg, learned=learned)] == ["i1", "i2", "i0"]
