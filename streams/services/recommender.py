@@ -28,6 +28,8 @@ class Recommender:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.settings.ranking
+        self._ranker_failures = 0
+        self._ranker_failure_logged_at = -float("inf")
 
     async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, list[RecommendedItem]]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
@@ -114,7 +116,14 @@ class Recommender:
             return learned_scores(ctx.ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand,
                                   takedowns)
         except Exception:  # noqa: BLE001 - see the docstring
-            log.exception("learned ranker failed for a list; ranking it with the weighted blend")
+            # At most one report (with its traceback) a minute: a systematic failure would fail every list.
+            self._ranker_failures += 1
+            t = time.monotonic()
+            if t - self._ranker_failure_logged_at >= 60.0:
+                log.exception("learned ranker failed for %d list(s) since the last report; ranking them with "
+                              "the weighted blend", self._ranker_failures)
+                self._ranker_failures = 0
+                self._ranker_failure_logged_at = t
             return None
 
     async def publish(self, user_id: str, recs: list[RecommendedItem], source_event_id: str,
