@@ -405,7 +405,7 @@ class Hybrid(_Base):
 
         t0 = time.perf_counter()
         if self.examples:
-            self.ranker = LinearRanker.fit([(x.astype(np.float64), p) for x, p in self.examples])
+            self.ranker = LinearRanker.fit(self.examples)
             log.info("%s: ranker fit on %d examples (the chosen item was a candidate in %d of %d learning "
                      "events) in %.1f s; weights: %s", self.name, len(self.examples), len(self.examples),
                      self.learn_events, time.perf_counter() - t0,

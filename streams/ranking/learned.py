@@ -228,12 +228,12 @@ class LinearRanker:
         return ((features - self.mean) / self.scale) @ self.weights
 
     @classmethod
-    def fit(cls, examples: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3, max_iter: int = 200,
-            warm: "LinearRanker | None" = None) -> "LinearRanker":
+    def fit(cls, examples: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3,
+            max_iter: int = 200) -> "LinearRanker":
         """Maximum likelihood of the chosen rows under the softmax over each example's rows.
 
-        ``examples``: ``(features [n_i x d], chosen row)`` pairs; ``l2`` penalises
-        the standardised weights. ``warm`` starts from another model's weights.
+        ``examples``: ``(features [n_i x d], chosen row)`` pairs, float32 or float64 (the
+        fit computes in float64 either way); ``l2`` penalises the standardised weights.
         """
         from scipy.optimize import minimize
 
@@ -241,8 +241,8 @@ class LinearRanker:
         if not usable:
             raise RankingError("no usable examples: each needs at least two candidates and the chosen one")
         allx = np.concatenate([x for x, _ in usable])
-        mean = allx.mean(0)
-        scale = allx.std(0)
+        mean = allx.mean(0, dtype=np.float64)
+        scale = allx.std(0, dtype=np.float64)
         scale[scale < 1e-9] = 1.0
         # All examples in one matrix; softmax sums per example by reduceat over their row ranges.
         z = (allx - mean) / scale
@@ -262,8 +262,7 @@ class LinearRanker:
             grad = -z_chosen + (e / np.repeat(den, sizes)) @ z
             return total / m + l2 * float(w @ w), grad / m + 2 * l2 * w
 
-        w0 = np.zeros(len(FEATURES)) if warm is None else warm.weights.copy()
-        res = minimize(nll, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        res = minimize(nll, np.zeros(len(FEATURES)), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         log.info("ranker fit on %d examples: nll %.4f (%s, %d iterations)", m, res.fun,
                  "converged" if res.success else res.message, res.nit)
         return cls(np.asarray(res.x, dtype=np.float64), mean, scale)
