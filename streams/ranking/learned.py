@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Container, Mapping, Sequence
+from typing import Any, Container, Mapping, Reversible, Sequence
 
 import numpy as np
 import orjson
@@ -47,10 +47,8 @@ from streams.ranking.config import RankingSettings
 from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError, StateFormatError
 from streams.ranking.trending import DecayedCounter
+from streams.ranking.recommend import Candidates, ItemInfo, eligible_ids
 from streams.ranking.user_state import UserState, history_ids, user_vector
-
-if TYPE_CHECKING:
-    from streams.ranking.recommend import Candidates, ItemInfo
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ FEATURES: tuple[str, ...] = (
 MODEL_VERSION = 1
 
 
-def _recent_distinct(item_ids: Sequence[str], limit: int) -> list[str]:
+def _recent_distinct(item_ids: Reversible[str], limit: int) -> list[str]:
     """The ``limit`` most recent distinct ids, most recent first (``item_ids`` is oldest first)."""
     out: list[str] = []
     seen: set[str] = set()
@@ -83,7 +81,7 @@ def _recent_distinct(item_ids: Sequence[str], limit: int) -> list[str]:
     return out
 
 
-def cooc_views(cooc: CoOccurrence, histories: Sequence[Sequence[str]], item_ids: Sequence[str],
+def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_ids: Sequence[str],
                views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
     """Cosine co-occurrence scores of ``item_ids`` against some histories, under each view of each, at once.
 
@@ -156,22 +154,15 @@ def candidate_pool(state: UserState | None, candidates: Candidates, items: Mappi
                    taken_down: Container[str] = ()) -> list[str]:
     """Every candidate id of every source that ``recommend`` could list (known, available, not seen,
     hidden or taken down), sorted: the rows a learned ranker scores and learns from."""
-    seen = state.seen if state is not None else ()
-    hidden = state.hidden if state is not None else ()
-    ids = {i for src in (candidates.ann, candidates.cooc, candidates.fresh, candidates.trending) for i, _ in src}
-    out = []
-    for iid in sorted(ids):
-        info = items.get(iid)
-        if info is not None and info.available and iid not in seen and iid not in hidden and iid not in taken_down:
-            out.append(iid)
-    return out
+    sources = (candidates.ann, candidates.cooc, candidates.fresh, candidates.trending)
+    return eligible_ids(state, ([i for i, _ in src] for src in sources), items, taken_down)
 
 
 def candidate_features(ctx: FeatureContext, item_ids: Sequence[str]) -> np.ndarray:
     """The ``len(item_ids) x len(FEATURES)`` feature matrix (float64), rows in ``item_ids`` order."""
     n = len(item_ids)
     hist = history_ids(ctx.state)
-    watched = list(ctx.state.seen) if ctx.state is not None else []
+    watched = ctx.state.seen if ctx.state is not None else ()  # an ordered set, oldest first: no copy
     cv = cooc_views(ctx.cooc, (hist, watched), item_ids)
     pops = np.array([float(ctx.cooc.pops.get(j, 0.0)) for j in item_ids])
     trend = ctx.trending.score(item_ids, ctx.now) if n else np.zeros(0)

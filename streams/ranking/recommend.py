@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Container, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -178,6 +178,22 @@ def _unit_rows(m: np.ndarray) -> np.ndarray:
     return m
 
 
+def eligible_ids(state: UserState | None, sources: Iterable[Iterable[str]], items: Mapping[str, ItemInfo],
+                 taken_down: Container[str] = ()) -> list[str]:
+    """The candidate ids of all ``sources`` that may be listed (known, available, not taken down, not
+    seen or hidden by the user), sorted: order-independent, so ties in MMR go to the smallest id.
+    The one filter ``recommend`` and the learned ranker's candidate pool share."""
+    seen = state.seen if state is not None else ()
+    hidden = state.hidden if state is not None else ()
+    out = []
+    for iid in sorted({i for src in sources for i in src}):
+        info = items.get(iid)
+        if info is None or not info.available or iid in taken_down or iid in seen or iid in hidden:
+            continue
+        out.append(iid)
+    return out
+
+
 def _nan_last(x: float) -> float:
     return x if x == x else -np.inf  # NaN != NaN: a NaN score ranks last
 
@@ -196,23 +212,11 @@ def _score_pool(
     fresh = _best_per_item(candidates.fresh, cfg.fresh_candidates)
     trend = _best_per_item(candidates.trending, cfg.trending_candidates)
 
-    seen = state.seen if state is not None else ()
-    hidden = state.hidden if state is not None else ()
-    ids_set: set[str] = set()
-    for src in (ann, cooc, fresh, trend):
-        ids_set.update(src)
-    ids: list[str] = []
-    vectors: list[Any] = []
-    created_at: list[float] = []
-    creators: list[str | None] = []
-    for iid in sorted(ids_set):  # sorted: order-independent, ties in MMR go to the smallest id
-        info = items.get(iid)
-        if info is None or not info.available or iid in taken_down or iid in seen or iid in hidden:
-            continue
-        ids.append(iid)
-        vectors.append(info.vector)
-        created_at.append(info.created_at)
-        creators.append(info.creator_id)
+    ids = eligible_ids(state, (ann, cooc, fresh, trend), items, taken_down)
+    infos = [items[iid] for iid in ids]
+    vectors: list[Any] = [info.vector for info in infos]
+    created_at = [info.created_at for info in infos]
+    creators = [info.creator_id for info in infos]
     n = len(ids)
     vecs = _stack(vectors, "item", scratch=True)
     w = cfg.source_weights
