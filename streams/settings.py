@@ -270,6 +270,9 @@ class WorkerSettings(BaseModel):
     # preempted by Kafka or Milvus: under load recommend() p90 reached 104 ms in one
     # run of four with the default, and stayed under 1.2 ms with 1 (PERFORMANCE.md).
     blas_threads: int = Field(default=1, ge=0)
+    # How often the worker checks AVREC_RANKING__RANKER_PATH for a refitted ranker and swaps it in
+    # (streams/services/ranker_reload.py); 0 = load it once, at start.
+    ranker_reload_s: float = Field(default=30.0, ge=0)
     # Garbage-collector pauses (streams/services/gc_policy.py): freeze the long-lived heap
     # this often so collections skip it (0 = CPython's default collector), and run one
     # full collection this often to free garbage cycles among frozen objects.

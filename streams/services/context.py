@@ -10,9 +10,10 @@ from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
 from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
-from streams.ranking.learned import LinearRanker, load_ranker, published_model_version
+from streams.ranking.learned import load_ranker
 from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
+from streams.services.ranker_reload import ActiveRanker, start_ranker_watch
 from streams.services.table_cache import CachedTable
 from streams.services.takedowns import TakedownView
 from streams.services.user_mirror import UserVectorMirror
@@ -38,13 +39,14 @@ class WorkerContext:
     media_slots: asyncio.Semaphore
     takedowns: TakedownView
     mirror: UserVectorMirror
-    # fusion "learned": the fitted ranker (None: rank with the weighted blend).
-    ranker: LinearRanker | None = None
-    # What published lists say made them (settings.model_version, plus the ranker's fingerprint).
-    model_version: str = ""
+    # fusion "learned": the fitted ranker (None: rank with the weighted blend) and what the lists it
+    # ranks say made them (settings.model_version, plus the ranker's fingerprint). One object, swapped
+    # whole when a refitted ranker is reloaded (streams/services/ranker_reload.py).
+    active: ActiveRanker = ActiveRanker(None, "")
     # streams/services/gc_policy.py; held here because the event loop keeps only a weak
     # reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
+    ranker_task: asyncio.Task | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> WorkerContext:
@@ -79,8 +81,7 @@ class WorkerContext:
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
             takedowns=TakedownView(tables.takedowns),
             mirror=UserVectorMirror(users, settings.worker),
-            ranker=ranker,
-            model_version=published_model_version(settings.model_version, ranker),
+            active=ActiveRanker.of(settings.model_version, ranker),
         )
 
 
@@ -96,6 +97,7 @@ async def get_context() -> WorkerContext:
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
             w = _context.settings.worker
             _context.gc_task = start_gc_policy(w.gc_freeze_every_s, w.gc_full_collect_every_s)
+            _context.ranker_task = start_ranker_watch(_context)
             log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s)",
                      _context.settings.triton.url, _context.settings.milvus.uri,
                      type(asyncio.get_running_loop()).__module__, blas_threads())

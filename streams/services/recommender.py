@@ -10,18 +10,27 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Container
+from dataclasses import dataclass
 
 import numpy as np
 
 from streams import topics
 from streams.ranking import Candidates, RecommendedItem, UserState, history_ids, recommend, user_vector
-from streams.ranking.learned import FeatureContext, learned_scores
+from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """One user's list and the ``model_version`` that ranked it (what :meth:`Recommender.publish` sends)."""
+
+    items: list[RecommendedItem]
+    model_version: str
 
 
 class Recommender:
@@ -31,15 +40,15 @@ class Recommender:
         self._ranker_failures = 0
         self._ranker_failure_logged_at = -float("inf")
 
-    async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, list[RecommendedItem]]:
+    async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, RankedList]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
-        out: dict[str, list[RecommendedItem]] = {}
+        out: dict[str, RankedList] = {}
         async for group in self.iter_lists(users, now):
             out.update(group)
         return out
 
     async def iter_lists(self, users: dict[str, UserState | None],
-                         now: float) -> AsyncIterator[dict[str, list[RecommendedItem]]]:
+                         now: float) -> AsyncIterator[dict[str, RankedList]]:
         """The same lists, yielded a chunk of users at a time as soon as each chunk is ranked.
 
         Chunk n+1's ANN search runs in Milvus (another process, another core) while
@@ -79,7 +88,7 @@ class Recommender:
         return dict(zip(names, hits))
 
     async def _rank(self, users: dict[str, UserState | None], ann: dict[str, list[tuple[str, float]]],
-                    fresh: list, trending: list, now: float) -> dict[str, list[RecommendedItem]]:
+                    fresh: list, trending: list, now: float) -> dict[str, RankedList]:
         ctx, cfg = self.ctx, self.cfg
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
@@ -96,24 +105,29 @@ class Recommender:
             wanted.update(hist)
         items = await ctx.cache.get_many(wanted)
         takedowns = ctx.takedowns.current()
-        return {
-            user: recommend(users[user], cand, items, now, cfg, taken_down=takedowns,
-                            learned=self._learned(users[user], cand, items, now, takedowns))
-            for user, cand in per_user.items()
-        }
+        # One model for the whole chunk, even if a reload swaps ctx.active meanwhile.
+        active = ctx.active
+        out: dict[str, RankedList] = {}
+        for user, cand in per_user.items():
+            learned = self._learned(active.ranker, users[user], cand, items, now, takedowns)
+            recs = recommend(users[user], cand, items, now, cfg, taken_down=takedowns, learned=learned)
+            # A list the ranker failed on was ranked by the blend: say so.
+            version = active.model_version if learned is not None else ctx.settings.model_version
+            out[user] = RankedList(recs, version)
+        return out
 
-    def _learned(self, state: UserState | None, cand: Candidates, items: dict, now: float,
-                 takedowns: Container[str]) -> dict[str, float] | None:
-        """The fitted ranker's candidate scores (fusion "learned"); None ranks with the weighted blend.
+    def _learned(self, ranker: LinearRanker | None, state: UserState | None, cand: Candidates, items: dict,
+                 now: float, takedowns: Container[str]) -> dict[str, float] | None:
+        """``ranker``'s candidate scores (fusion "learned"); None ranks with the weighted blend.
 
         A failure here (a bug, or state the ranker cannot read) falls back to the blend for this list
         rather than failing the batch: the user still gets a list, and the error is logged.
         """
         ctx = self.ctx
-        if ctx.ranker is None:
+        if ranker is None:
             return None
         try:
-            return learned_scores(ctx.ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand,
+            return learned_scores(ranker, FeatureContext(state, ctx.cooc, ctx.trending, items, now), cand,
                                   takedowns)
         except Exception:  # noqa: BLE001 - see the docstring
             # At most one report (with its traceback) a minute: a systematic failure would fail every list.
@@ -126,12 +140,12 @@ class Recommender:
                 self._ranker_failure_logged_at = t
             return None
 
-    async def publish(self, user_id: str, recs: list[RecommendedItem], source_event_id: str,
-                      event_ts: float) -> None:
+    async def publish(self, user_id: str, ranked: RankedList, source_event_id: str, event_ts: float) -> None:
         record = Recommendation(
             user_id=user_id,
-            items=[RecommendedRecord(item_id=r.item_id, score=round(r.score, 6), reasons=r.reasons) for r in recs],
-            model_version=self.ctx.model_version,
+            items=[RecommendedRecord(item_id=r.item_id, score=round(r.score, 6), reasons=r.reasons)
+                   for r in ranked.items],
+            model_version=ranked.model_version,
             source_event_id=source_event_id,
             event_ts=event_ts,
             produced_at=time.time(),

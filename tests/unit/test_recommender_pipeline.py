@@ -68,13 +68,13 @@ def test_a_failing_learned_ranker_falls_back_to_the_blend_for_that_list(caplog):
             raise FloatingPointError("boom")
 
     cfg = RankingSettings()
-    ctx = SimpleNamespace(settings=SimpleNamespace(ranking=cfg), ranker=Broken(), cooc=new_cooccurrence(cfg),
+    ctx = SimpleNamespace(settings=SimpleNamespace(ranking=cfg), cooc=new_cooccurrence(cfg),
                           trending=new_trending(cfg))
     items = {f"i{j}": ItemInfo(f"i{j}", "c", f"t{j}", np.eye(4, dtype=np.float32)[j], 0.0) for j in range(3)}
     cand = Candidates(cooc=[("i0", 0.2), ("i1", 0.9), ("i2", 0.5)])
     rec = Recommender(ctx)
     with caplog.at_level(logging.ERROR, logger="streams.services.recommender"):
-        learned = [rec._learned(UserState(), cand, items, 1.0, ()) for _ in range(5)][0]
+        learned = [rec._learned(Broken(), UserState(), cand, items, 1.0, ()) for _ in range(5)][0]
     assert learned is None
     assert "weighted blend" in caplog.text and "boom" in caplog.text
     assert len(caplog.records) == 1  # one report a minute, not one per list
