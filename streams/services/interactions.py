@@ -139,6 +139,6 @@ class InteractionProcessor:
 
     async def _publish_lists(self, todo: dict[str, Touched], now: float) -> None:
         async for group in self.recommender.iter_lists({u: t.state for u, t in todo.items()}, now):
-            for user, recs in group.items():
+            for user, ranked in group.items():
                 t = todo.pop(user)
-                await self.recommender.publish(user, recs, t.event_id, t.ts)
+                await self.recommender.publish(user, ranked, t.event_id, t.ts)

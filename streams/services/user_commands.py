@@ -40,9 +40,9 @@ class UserCommandProcessor:
         now = max(c["ts"] for _, c in refresh.values())
         lists = await until_done("recommend (fan-out)", lambda: self.recommender.lists_for(
             {u: s for u, (s, _) in refresh.items()}, now), self.ctx.settings.worker)
-        for user, recs in lists.items():
+        for user, ranked in lists.items():
             cmd = refresh[user][1]
-            await self.recommender.publish(user, recs, cmd["event_id"], cmd["ts"])
+            await self.recommender.publish(user, ranked, cmd["event_id"], cmd["ts"])
 
     async def _forget(self, user: str) -> None:
         """Delete the user's state (a changelog tombstone), vector and published list."""
