@@ -51,12 +51,15 @@ def _stamp(path: Path) -> Stamp | None:
 
 
 class RankerFile:
-    """Watches one ranker file: :meth:`poll` returns the model it holds after each change that reads well."""
+    """Watches one ranker file: :meth:`poll` returns the model it holds after each change that reads well
+    (and on the first poll)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # The file as the worker loaded it at start: only a later change is news.
-        self._stamp = _stamp(self.path)
+        # Unknown until the first poll, which reads the file whatever its stamp: a refit written
+        # between the worker's start-up load and this watch starting is not missed (and the model
+        # loaded at start, read again, changes nothing: see adopt).
+        self._stamp: Stamp | None | bool = False
 
     def poll(self) -> LinearRanker | None:
         """The ranker now in the file if the file changed since the last poll and reads as one; else None.
