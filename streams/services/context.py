@@ -43,8 +43,8 @@ class WorkerContext:
     # ranks say made them (settings.model_version, plus the ranker's fingerprint). One object, swapped
     # whole when a refitted ranker is reloaded (streams/services/ranker_reload.py).
     active: ActiveRanker = ActiveRanker(None, "")
-    # streams/services/gc_policy.py; held here because the event loop keeps only a weak
-    # reference to a task, and an unreferenced task can be collected mid-flight.
+    # Background tasks (streams/services/gc_policy.py, ranker_reload.py); held here because the event
+    # loop keeps only a weak reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
     ranker_task: asyncio.Task | None = None
 
