@@ -176,7 +176,7 @@ def ranker_fit_cmd(
         typer.echo(f"avrec ranker fit: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("weights (standardised features): " + ", ".join(f"{f} {w:+.3f}" for f, w in ranker.describe()))
-    typer.echo(f"ranker: {out} (point AVREC_RANKING__RANKER_PATH at it; a worker already pointed at it "
+    typer.echo(f"ranker: {out} (set AVREC_RANKING__RANKER_PATH={out}; a worker already running with it "
                "reloads it within AVREC_WORKER__RANKER_RELOAD_S, no restart needed)")
 
 
