@@ -25,7 +25,9 @@ import numpy as np
 from streams.evaluation.dataset import Event
 from streams.evaluation.state import Catalogue, CoreState, excluded
 from streams.ranking import Candidates, RankingSettings, event_weight, history_ids, recommend, user_vector
-from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores, training_example
+from streams.ranking.item_regression import ItemRegression
+from streams.ranking.learned import (FeatureContext, LinearRanker, fit_item_regression, learned_scores,
+                                    training_example)
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +356,9 @@ class Hybrid(_Base):
         self.name = name
         self.ranker = ranker
         self.learns = cfg.fusion == "learned" and ranker is None
+        # The item regression the learning examples' features use: fit on what came before the
+        # first of them, so no example's features have seen its own interaction.
+        self.learn_item_model: ItemRegression | None = None
         self.examples: list[tuple[np.ndarray, int]] = []
         self.learn_events = 0
         self.fit_seconds = 0.0
@@ -392,11 +397,19 @@ class Hybrid(_Base):
         """One training example from the state just before ``ev`` (call it before the event is applied)."""
         if not self.learns:
             return
+        if self.learn_events == 0:
+            self.learn_item_model = self._fit_item_model()
         self.learn_events += 1
         ex = training_example(self._features(ev.user_id, ev.ts), self.candidates(ev.user_id, ev.ts),
-                              self.cat.ids[ev.item])
+                              self.cat.ids[ev.item], self.learn_item_model)
         if ex is not None:
             self.examples.append((ex[0].astype(np.float32), ex[1]))
+
+    def _fit_item_model(self) -> ItemRegression | None:
+        """EASE on every user's watched items so far (None before anyone watched anything)."""
+        if not self.core.users:
+            return None
+        return fit_item_regression(self.core.users.values(), self.cfg)
 
     def start_test(self) -> None:
         if not self.learns:
@@ -405,7 +418,9 @@ class Hybrid(_Base):
 
         t0 = time.perf_counter()
         if self.examples:
-            self.ranker = LinearRanker.fit(self.examples)
+            # The ranker ships with an item regression refit on everything up to now, as
+            # `avrec ranker fit` deploys it (the weights were learnt with the earlier one).
+            self.ranker = LinearRanker.fit(self.examples, item_model=self._fit_item_model())
             log.info("%s: ranker fit on %d examples (the chosen item was a candidate in %d of %d learning "
                      "events) in %.1f s; weights: %s", self.name, len(self.examples), len(self.examples),
                      self.learn_events, time.perf_counter() - t0,

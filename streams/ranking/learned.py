@@ -27,7 +27,11 @@ The features only use what the live worker has for every candidate:
 * how long the user's history is, as ``log1p(n)`` times each popularity
   feature (so the model can lean on popularity for new users and less for
   established ones; on its own it is the same for every candidate of a list and
-  would change nothing).
+  would change nothing);
+* the item regression's (EASE, :mod:`streams.ranking.item_regression`) score of
+  the candidate against the watched history, all of it alike and recency
+  weighted, each also as ``sign(s) log1p(10 |s|)``. The regression is fit with
+  the ranker and saved in the same file; without one these columns are 0.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import math
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Container, Mapping, Reversible, Sequence
+from typing import Any, Container, Iterable, Mapping, Reversible, Sequence
 
 import numpy as np
 import orjson
@@ -46,6 +50,7 @@ import orjson
 from streams.ranking.config import RankingSettings
 from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError, StateFormatError
+from streams.ranking.item_regression import VIEW_NAMES as _EASE_VIEWS, ItemRegression
 from streams.ranking.trending import DecayedCounter
 from streams.ranking.recommend import Candidates, ItemInfo, eligible_ids
 from streams.ranking.user_state import UserState, history_ids, user_vector
@@ -64,8 +69,10 @@ FEATURES: tuple[str, ...] = (
     *(f"log_cooc_{c}" for c in _COOC_COLUMNS),
     "log_popularity", "log_trending", "log_age_h", "content_cos",
     "log_popularity_x_history", "log_trending_x_history",
+    *(f"ease_watched_{v}" for v in _EASE_VIEWS),
+    *(f"slog_ease_watched_{v}" for v in _EASE_VIEWS),
 )  # fmt: skip
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the item regression's features and weights
 
 
 def _recent_distinct(item_ids: Reversible[str], limit: int) -> list[str]:
@@ -158,8 +165,10 @@ def candidate_pool(state: UserState | None, candidates: Candidates, items: Mappi
     return eligible_ids(state, ([i for i, _ in src] for src in sources), items, taken_down)
 
 
-def candidate_features(ctx: FeatureContext, item_ids: Sequence[str]) -> np.ndarray:
-    """The ``len(item_ids) x len(FEATURES)`` feature matrix (float64), rows in ``item_ids`` order."""
+def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
+                       item_model: ItemRegression | None = None) -> np.ndarray:
+    """The ``len(item_ids) x len(FEATURES)`` feature matrix (float64), rows in ``item_ids`` order
+    (the item regression's columns are 0 without ``item_model``)."""
     n = len(item_ids)
     hist = history_ids(ctx.state)
     watched = ctx.state.seen if ctx.state is not None else ()  # an ordered set, oldest first: no copy
@@ -176,10 +185,18 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str]) -> np.ndarr
             cos[rows] = np.stack([np.asarray(infos[a].vector, dtype=np.float32) for a in rows]) @ u
     log_hist = math.log1p(len(hist))
     lpop, ltrend = np.log1p(pops), np.log1p(trend)
+    ease = item_model.views(watched, item_ids) if item_model is not None else np.zeros((n, len(_EASE_VIEWS)))
     return np.column_stack([
         cv, np.log1p(10.0 * cv), lpop, ltrend, np.log1p(age_h), cos,
         lpop * log_hist, ltrend * log_hist,
+        ease, np.sign(ease) * np.log1p(10.0 * np.abs(ease)),
     ])  # fmt: skip
+
+
+def fit_item_regression(states: Iterable[UserState], cfg: RankingSettings) -> ItemRegression:
+    """The item regression over every user's watched items (``UserState.seen``), with the settings' λ and bounds."""
+    return ItemRegression.fit((s.seen for s in states), l2=cfg.item_regression_l2,
+                              top_k=cfg.item_regression_top_k, max_items=cfg.item_regression_max_items)
 
 
 def learned_scores(ranker: "LinearRanker", ctx: FeatureContext, candidates: Candidates,
@@ -188,10 +205,11 @@ def learned_scores(ranker: "LinearRanker", ctx: FeatureContext, candidates: Cand
     pool = candidate_pool(ctx.state, candidates, ctx.items, taken_down)
     if not pool:
         return {}
-    return dict(zip(pool, ranker.score(candidate_features(ctx, pool)).tolist()))
+    return dict(zip(pool, ranker.score(candidate_features(ctx, pool, ranker.item_model)).tolist()))
 
 
-def training_example(ctx: FeatureContext, candidates: Candidates, chosen: str) -> tuple[np.ndarray, int] | None:
+def training_example(ctx: FeatureContext, candidates: Candidates, chosen: str,
+                     item_model: ItemRegression | None = None) -> tuple[np.ndarray, int] | None:
     """``(features of the pool, row of the chosen item)`` for an interaction with ``chosen``, from the
     state just *before* it; None when the chosen item was not among the candidates (nothing to learn
     about ranking it)."""
@@ -200,13 +218,17 @@ def training_example(ctx: FeatureContext, candidates: Candidates, chosen: str) -
         row = pool.index(chosen)
     except ValueError:
         return None
-    return candidate_features(ctx, pool), row
+    return candidate_features(ctx, pool, item_model), row
 
 
 class LinearRanker:
-    """Standardised features, one weight each; ``fit`` on (features, chosen row) examples."""
+    """Standardised features, one weight each; ``fit`` on (features, chosen row) examples.
 
-    def __init__(self, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+    ``item_model`` is the item regression its EASE features are computed with (saved with it).
+    """
+
+    def __init__(self, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                 item_model: ItemRegression | None = None) -> None:
         d = len(FEATURES)
         if not (weights.shape == mean.shape == scale.shape == (d,)):
             raise RankingError(f"a ranker needs {d} weights, means and scales, got "
@@ -214,17 +236,20 @@ class LinearRanker:
         if not (np.isfinite(weights).all() and np.isfinite(mean).all() and (scale > 0).all()):
             raise RankingError("ranker weights, means and scales must be finite (scales > 0)")
         self.weights, self.mean, self.scale = weights, mean, scale
+        self.item_model = item_model
+        self._fingerprint: str | None = None
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.scale) @ self.weights
 
     @classmethod
     def fit(cls, examples: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3,
-            max_iter: int = 200) -> "LinearRanker":
+            max_iter: int = 200, item_model: ItemRegression | None = None) -> "LinearRanker":
         """Maximum likelihood of the chosen rows under the softmax over each example's rows.
 
         ``examples``: ``(features [n_i x d], chosen row)`` pairs, float32 or float64 (the
         fit computes in float64 either way); ``l2`` penalises the standardised weights.
+        ``item_model``: the item regression the ranker will compute its EASE features with.
         """
         from scipy.optimize import minimize
 
@@ -256,11 +281,12 @@ class LinearRanker:
         res = minimize(nll, np.zeros(len(FEATURES)), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         log.info("ranker fit on %d examples: nll %.4f (%s, %d iterations)", m, res.fun,
                  "converged" if res.success else res.message, res.nit)
-        return cls(np.asarray(res.x, dtype=np.float64), mean, scale)
+        return cls(np.asarray(res.x, dtype=np.float64), mean, scale, item_model=item_model)
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": MODEL_VERSION, "features": list(FEATURES), "weights": self.weights.tolist(),
-                "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+                "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "item_model": None if self.item_model is None else self.item_model.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LinearRanker":
@@ -269,7 +295,10 @@ class LinearRanker:
                 raise StateFormatError(f"ranker version {data.get('v')!r}, expected {MODEL_VERSION}")
             if list(data["features"]) != list(FEATURES):
                 raise StateFormatError("ranker features differ from this version's; refit it")
-            return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("weights", "mean", "scale")))
+            im = data.get("item_model")
+            item_model = None if im is None else ItemRegression.from_dict(im)
+            return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("weights", "mean", "scale")),
+                       item_model=item_model)
         except StateFormatError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
@@ -301,8 +330,12 @@ class LinearRanker:
             raise StateFormatError(f"the ranker file {path}: {exc}; refit it with avrec ranker fit") from exc
 
     def fingerprint(self) -> str:
-        """12 hex digits naming this exact model (its weights, means and scales): equal models, equal names."""
-        return hashlib.sha256(orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+        """12 hex digits naming this exact model (its weights, means, scales and item regression): equal
+        models, equal names. Computed once: a ranker is not changed after it is made."""
+        if self._fingerprint is None:
+            data = orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+            self._fingerprint = hashlib.sha256(data).hexdigest()[:12]
+        return self._fingerprint
 
     def describe(self) -> list[tuple[str, float]]:
         """(feature, standardised weight), largest magnitude first: what the model leans on."""

@@ -51,6 +51,15 @@ def test_ranker_fit_writes_a_ranker_the_worker_can_load(tmp_path):
     # Users stay on one topic, so co-occurrence with what they just watched must matter to the model.
     weights = dict(ranker.describe())
     assert max(w for f, w in weights.items() if "cooc" in f) > 0.1
+    # The item regression is fit on every user's watched items and travels in the same file: users
+    # watch one topic, so an item's largest weights point to items of its own topic.
+    im = ranker.item_model
+    assert im is not None and set(im.item_ids) <= {f"it{i}" for i in range(30)} and len(im) > 20
+    topic = {f"it{i}": TOPICS[i % 3] for i in range(30)}
+    for h in im.item_ids:
+        row = im.weights.getrow(im.index[h])
+        best = im.item_ids[row.indices[row.data.argmax()]]
+        assert topic[best] == topic[h]
 
 
 def test_ranker_fit_reports_a_log_it_cannot_learn_from(tmp_path):

@@ -64,6 +64,8 @@ def test_a_failing_learned_ranker_falls_back_to_the_blend_for_that_list(caplog):
     from streams.ranking import Candidates, ItemInfo, recommend
 
     class Broken:
+        item_model = None  # a ranker's item regression (none: its EASE features are 0)
+
         def score(self, features):
             raise FloatingPointError("boom")
 
