@@ -109,9 +109,9 @@ class ItemRegression:
                        shape=(len(rows), n))
         gram = (x.T @ x).toarray()
         gram[np.diag_indices(n)] += l2
-        p_inv = np.linalg.inv(gram)
+        b = np.linalg.inv(gram)
         del gram
-        b = p_inv / -np.diag(p_inv)[None, :]
+        b /= -np.diag(b)[None, :]  # in place: at 10,000 items each n x n copy is 800 MB
         np.fill_diagonal(b, 0.0)
         k = min(top_k, n - 1)
         if k < 1:
