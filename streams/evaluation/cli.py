@@ -176,6 +176,9 @@ def ranker_fit_cmd(
         typer.echo(f"avrec ranker fit: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("weights (standardised features): " + ", ".join(f"{f} {w:+.3f}" for f, w in ranker.describe()))
+    im = ranker.item_model
+    if im is not None:
+        typer.echo(f"item regression: {len(im)} items, {im.weights.nnz} weights, l2 {im.l2:g} (saved in the same file)")
     typer.echo(f"ranker: {out} (set AVREC_RANKING__RANKER_PATH={out}; a worker already running with it "
                "reloads it within AVREC_WORKER__RANKER_RELOAD_S, no restart needed)")
 

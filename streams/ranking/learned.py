@@ -356,7 +356,8 @@ def load_ranker(cfg: RankingSettings) -> LinearRanker | None:
                     "'avrec ranker fit DATASET --out ranker.json' and point AVREC_RANKING__RANKER_PATH at it.")
         return None
     ranker = LinearRanker.load(cfg.ranker_path)
-    log.info("learned ranker loaded from %s; it leans most on %s", cfg.ranker_path,
+    log.info("learned ranker loaded from %s (item regression: %s); it leans most on %s", cfg.ranker_path,
+             f"{len(ranker.item_model)} items" if ranker.item_model is not None else "none",
              ", ".join(f"{f} {w:+.2f}" for f, w in ranker.describe()[:4]))
     return ranker
 

@@ -55,6 +55,7 @@ def test_ranker_fit_writes_a_ranker_the_worker_can_load(tmp_path):
     # watch one topic, so an item's largest weights point to items of its own topic.
     im = ranker.item_model
     assert im is not None and set(im.item_ids) <= {f"it{i}" for i in range(30)} and len(im) > 20
+    assert f"item regression: {len(im)} items" in res.output
     topic = {f"it{i}": TOPICS[i % 3] for i in range(30)}
     for h in im.item_ids:
         row = im.weights.getrow(im.index[h])

@@ -29,6 +29,14 @@ def test_two_items_always_watched_together():
     assert _dense(model, ["a", "b"]) == pytest.approx(np.array([[0.0, 2 / 3], [2 / 3, 0.0]]))
 
 
+def test_weights_run_from_the_history_item_to_the_candidate():
+    # a is in three profiles, b in one of them: G + I = [[4, 1], [1, 2]], P = [[2, -1], [-1, 4]] / 7,
+    # B[h, j] = -P[h, j] / P[j, j]: having watched b says 1/2 about a, having watched a 1/4 about b.
+    model = ItemRegression.fit([["a", "b"], ["a"], ["a"]], l2=1.0)
+    assert _dense(model, ["a", "b"]) == pytest.approx(np.array([[0.0, 1 / 4], [1 / 2, 0.0]]))
+    assert model.views(["b"], ["a"])[0] == pytest.approx([1 / 2, 1 / 2])
+
+
 def test_an_item_watched_alone_is_predicted_by_nothing():
     # c is never watched with a or b: G is block diagonal and so is B, with a zero diagonal.
     model = ItemRegression.fit([["a", "b"], ["a", "b"], ["c"]], l2=1.0)
