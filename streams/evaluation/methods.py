@@ -25,7 +25,7 @@ import numpy as np
 from streams.evaluation.dataset import Event
 from streams.evaluation.state import Catalogue, CoreState, excluded
 from streams.ranking import Candidates, RankingSettings, event_weight, history_ids, recommend, user_vector
-from streams.ranking.item_regression import ItemRegression
+from streams.ranking.item_regression import ItemRegression, ease_weights
 from streams.ranking.learned import (FeatureContext, LinearRanker, fit_item_regression, learned_scores,
                                     training_example)
 
@@ -320,10 +320,7 @@ class EASE(_Refitted):
         gram = np.maximum(gram, gram.T)
         for i, p in cooc.pops.items():
             gram[self.index[i], self.index[i]] = p
-        gram[np.diag_indices(n)] += self.lam
-        inv = np.linalg.inv(gram)
-        self.weights = -inv / np.diag(inv)[None, :]
-        np.fill_diagonal(self.weights, 0.0)
+        self.weights = ease_weights(gram, self.lam)
 
     def recommend(self, user: str, now: float, k: int) -> tuple[list[int], int | None]:
         hist = history_ids(self.core.users.get(user))

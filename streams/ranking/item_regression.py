@@ -53,6 +53,19 @@ def _unb64(s: str, dtype: type) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s.encode("ascii"), validate=True), dtype=dtype).copy()
 
 
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's dense ``B = I − P / diag(P)``, ``P = (G + λI)⁻¹``, ``diag(B) = 0``, from a symmetric Gram
+    matrix, which it consumes: at 10,000 items every n x n float64 array is 800 MB, so the algebra
+    works in place. ``G`` is symmetric, so it or its transpose is it in Fortran order, which LAPACK
+    inverts in its own buffer; the inverse is symmetric too. Returns ``B`` in C order."""
+    gram[np.diag_indices(len(gram))] += l2
+    b = scipy.linalg.inv(gram if gram.flags.f_contiguous else gram.T, overwrite_a=True, check_finite=False)
+    b = b if b.flags.c_contiguous else b.T
+    b /= -np.diag(b)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
 class ItemRegression:
     """Sparse EASE weights: row ``h`` holds the largest ``B[h, j]``; ``views`` scores items against a history."""
 
@@ -108,16 +121,7 @@ class ItemRegression:
             indptr.append(len(cols))
         x = csr_matrix((np.ones(len(cols)), np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
                        shape=(len(rows), n))
-        # At 10,000 items every n x n float64 array is 800 MB, so the algebra works in place. The
-        # Gram matrix is symmetric, so it or its transpose is it in Fortran order, which LAPACK
-        # inverts in its own buffer; the inverse is symmetric too.
-        gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n)] += l2
-        b = scipy.linalg.inv(gram if gram.flags.f_contiguous else gram.T, overwrite_a=True, check_finite=False)
-        del gram
-        b = b if b.flags.c_contiguous else b.T  # C order for the row-wise work below
-        b /= -np.diag(b)[None, :]
-        np.fill_diagonal(b, 0.0)
+        b = ease_weights((x.T @ x).toarray(), l2)
         k = min(top_k, n - 1)
         if k < 1:
             return cls(kept, csr_matrix((n, n), dtype=np.float32), l2, history)
