@@ -337,6 +337,12 @@ class LinearRanker:
             self._fingerprint = hashlib.sha256(data).hexdigest()[:12]
         return self._fingerprint
 
+    def summary(self) -> str:
+        """One line for logs: the item regression's size and the four weights the model leans on most."""
+        im = "none" if self.item_model is None else f"{len(self.item_model)} items"
+        top = ", ".join(f"{f} {w:+.2f}" for f, w in self.describe()[:4])
+        return f"item regression: {im}; it leans most on {top}"
+
     def describe(self) -> list[tuple[str, float]]:
         """(feature, standardised weight), largest magnitude first: what the model leans on."""
         return sorted(zip(FEATURES, self.weights.tolist()), key=lambda t: -abs(t[1]))
@@ -356,9 +362,7 @@ def load_ranker(cfg: RankingSettings) -> LinearRanker | None:
                     "'avrec ranker fit DATASET --out ranker.json' and point AVREC_RANKING__RANKER_PATH at it.")
         return None
     ranker = LinearRanker.load(cfg.ranker_path)
-    log.info("learned ranker loaded from %s (item regression: %s); it leans most on %s", cfg.ranker_path,
-             f"{len(ranker.item_model)} items" if ranker.item_model is not None else "none",
-             ", ".join(f"{f} {w:+.2f}" for f, w in ranker.describe()[:4]))
+    log.info("learned ranker loaded from %s (%s)", cfg.ranker_path, ranker.summary())
     return ranker
 
 

@@ -88,8 +88,8 @@ def adopt(ctx: Any, ranker: LinearRanker, source: Path) -> bool:
     if current is not None and ranker.fingerprint() == current.fingerprint():
         return False  # rewritten with the same model: nothing changes, not even the version lists carry
     ctx.active = ActiveRanker.of(ctx.settings.model_version, ranker)
-    log.info("ranker reloaded from %s: lists are now published as %s; it leans most on %s", source,
-             ctx.active.model_version, ", ".join(f"{f} {w:+.2f}" for f, w in ranker.describe()[:4]))
+    log.info("ranker reloaded from %s: lists are now published as %s (%s)", source, ctx.active.model_version,
+             ranker.summary())
     return True
 
 

@@ -136,6 +136,8 @@ def test_a_ranker_carries_its_item_regression_into_features_scores_and_file(tmp_
     scores = learned_scores(ranker, ctx, Candidates(cooc=[("i1", 0.1), ("i2", 0.1), ("i3", 0.1)]))
     assert max(scores, key=scores.get) == "i1"
 
+    assert ranker.summary().startswith(
+        f"item regression: {len(item_model)} items; it leans most on ease_watched_all +1.00")
     ranker.save(tmp_path / "r.json")
     again = LinearRanker.load(tmp_path / "r.json")
     assert again.fingerprint() == ranker.fingerprint()
