@@ -277,7 +277,7 @@ SERVER_SIDE = ("worker", "kafka", "milvus", "triton")
 
 # Naive: no batching or caching anywhere, the user-vector mirror's write pacing included.
 NAIVE = {"AVREC_WORKER__INTERACTION_BATCH": "1", "AVREC_WORKER__ITEM_CACHE_SIZE": "0",
-         "AVREC_WORKER__TABLE_CACHE_SIZE": "1", "AVREC_WORKER__SEARCH_CHUNK": "1",
+         "AVREC_WORKER__SEARCH_CHUNK": "1",
          "AVREC_WORKER__USER_MIRROR_EVERY_S": "0"}
 
 

@@ -13,18 +13,24 @@ import logging
 
 from streams import topics
 from streams.app import app
+from streams.items.owner import ItemOwner
 from streams.services.changelog import changelog_flushed
 from streams.services.context import get_context
 from streams.services.control import ControlProcessor
 from streams.services.deadletters import send_dead_letter
 from streams.services.interactions import InteractionProcessor
+from streams.services.rebalance_guard import RebalanceGuard
 from streams.services.recommender import Recommender
 from streams.services.uploads import UploadProcessor
-from streams.services.user_commands import UserCommandProcessor
 from streams.settings import get_settings
 
 log = logging.getLogger(__name__)
 _w = get_settings().worker
+
+
+# Events reach the handlers in offset order per partition, across rebalances (see rebalance_guard.py).
+guard = RebalanceGuard(app, get_settings().kafka)
+guard.install()
 
 
 async def guarded(handler, events: list) -> None:
@@ -34,6 +40,9 @@ async def guarded(handler, events: list) -> None:
     is a bug, so the batch's events go to their dead-letter topics (stage
     "internal") where they can be re-driven, and the agent keeps going.
     """
+    events = await guard.in_order(events)
+    if not events:
+        return
     try:
         await handler.handle(events)
     except Exception as exc:  # noqa: BLE001 - the safety net itself
@@ -51,8 +60,9 @@ async def process_uploads(stream):
         await guarded(uploads, events)
 
 
-@app.agent(topics.interactions, name="interactions")
+@app.agent(topics.user_stream, name="interactions")
 async def process_interactions(stream):
+    """A user's events and commands (refresh, forget-me, released parked events), one batch at a time."""
     ctx = await get_context()
     interactions = InteractionProcessor(ctx, Recommender(ctx))
     try:
@@ -66,12 +76,12 @@ async def process_interactions(stream):
             log.warning("stopped before the last user vectors reached Milvus; they heal on each user's next event")
 
 
-@app.agent(topics.user_commands, name="user-commands")
-async def process_user_commands(stream):
-    ctx = await get_context()
-    commands = UserCommandProcessor(ctx, Recommender(ctx))
-    async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
-        await guarded(commands, events)
+@app.agent(topics.item_commands, name="item-owner")
+async def process_item_commands(stream):
+    """The owner of each item partition: parked interactions, takedowns in Milvus, snapshots."""
+    owner = ItemOwner(await get_context())
+    async for events in stream.take_events(64, within=0.01):
+        await guarded(owner, events)
 
 
 @app.agent(topics.control, name="control")

@@ -35,7 +35,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         store="rocksdb://",
-        datadir=str(settings.stack.state_dir / "faust" / settings.app_id),
+        # One data directory per replica (WorkerSettings.replica): two workers must never share RocksDB.
+        datadir=str(settings.faust_datadir),
+        table_standby_replicas=settings.worker.standby_replicas,
         topic_replication_factor=1,
         topic_partitions=k.topics.interactions.partitions,
         # Commit only what agents have acked: a crash re-delivers, dedupe makes it idempotent.

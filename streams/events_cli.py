@@ -255,6 +255,7 @@ def replay_movielens(
     counts = {"uploads": 0, "interactions": 0}
     t0 = time.monotonic()
     target = t0
+    paced_s = 0.0  # the gaps slept, by the schedule (what --speed and --max-gap make of the timestamps)
     prev_ts: float | None = None
     try:
         with _progress(total, f"replay {replay.layout}", "ev") as bar:
@@ -262,7 +263,9 @@ def replay_movielens(
                 if limit is not None and n >= limit:
                     break
                 if speed > 0 and prev_ts is not None:
-                    target += min(max(0.0, ts - prev_ts) / speed, max_gap)
+                    gap = min(max(0.0, ts - prev_ts) / speed, max_gap)
+                    target += gap
+                    paced_s += gap
                     delay = target - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
@@ -279,6 +282,7 @@ def replay_movielens(
         f"replayed {replay.layout} from {path}: {counts[UPLOADS]} uploads -> {topics['uploads']}, "
         f"{counts['interactions']} interactions -> {topics['interactions']}; "
         f"acked {sender.acked}, failed {sender.failed} ({elapsed:.1f}s)"
+        + (f"; paced {paced_s:.2f} s of gaps" if speed > 0 else "")
     )
     if sender.failed:
         typer.echo(f"first send failure: {sender.first_error}", err=True)

@@ -73,7 +73,7 @@ MAX_DLQ_ORIGINAL_BYTES = 512 * 1024
 MAX_DLQ_ERROR_CHARS = 4000
 
 #: Stages a dead letter may name (open set: any short string is accepted).
-DLQ_STAGES = ("decode", "validate", "media", "encode", "unknown_item")
+DLQ_STAGES = ("decode", "validate", "key", "partition", "media", "encode", "unknown_item", "internal")
 
 INTERACTION_TYPES = ("view", "like", "share", "comment", "complete", "skip", "dislike", "hide")
 InteractionType = Literal["view", "like", "share", "comment", "complete", "skip", "dislike", "hide"]

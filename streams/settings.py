@@ -97,6 +97,10 @@ class KafkaSettings(BaseModel):
     # Prepended to every topic name: several deployments (or test runs) can share a cluster.
     topic_prefix: str = ""
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    # Partitions of the internal item topics (item-deltas, item-commands, item-state): how many
+    # workers can share the item-keyed state's ownership. Chosen up front, like the input topics'
+    # (docs/EVENTS.md, "Partitions"): a key's partition is its hash modulo this count.
+    item_partitions: int = Field(default=8, ge=1)
 
     @model_validator(mode="after")
     def _apply_prefix(self) -> "KafkaSettings":
@@ -137,6 +141,23 @@ class KafkaSettings(BaseModel):
         ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
         ctx.check_hostname = self.ssl_check_hostname
         return ctx
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Connection settings in the keyword form aiokafka's clients take (the worker's own consumers)."""
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_list,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": int(self.request_timeout_s * 1000),
+            "ssl_context": self.ssl_context(),
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = (
+                MaskedStr(self.sasl_password.get_secret_value()) if self.sasl_password else None
+            )
+        return cfg
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -257,8 +278,6 @@ class WorkerSettings(BaseModel):
     fanout_users: int = Field(default=20, ge=0)
     fanout_min_similarity: float = Field(default=0.2, ge=-1, le=1)
     item_cache_size: int = Field(default=200_000, ge=0)
-    # Decoded co-occurrence rows and popularities kept in memory (write-through, re-read after 2 s).
-    table_cache_size: int = Field(default=20_000, ge=1)
     media_workers: int = Field(default=2, ge=1)
     # Users per Milvus search; the next chunk's search overlaps this chunk's ranking.
     search_chunk: int = Field(default=64, ge=1)
@@ -290,6 +309,30 @@ class WorkerSettings(BaseModel):
     commit_interval_s: float = Field(default=1.0, gt=0)
     # How fast the group notices a dead worker and hands its partitions over (kill -9 recovery).
     session_timeout_s: float = Field(default=10.0, gt=0)
+
+    # -- scale-out (streams/items/, docs/RELIABILITY.md "Several workers") --------------------
+    # This worker's name among the replicas of one app id: each replica keeps its RocksDB state in
+    # a data directory of its own (<state_dir>/faust/<app_id>@<replica>; "" = <state_dir>/faust/<app_id>).
+    replica: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    # Warm copies of other workers' user-state partitions kept by each worker (Faust standbys): a
+    # dead worker's partitions are served again after reading only the changelog's tail.
+    standby_replicas: int = Field(default=1, ge=0)
+    # Lists are ranked from an item state that holds at least every item change written before the
+    # batch ("consistent": one offsets request and a wait of a few ms per batch), or from whatever the
+    # replica has read ("latest": no wait; lists can miss the last few ms of other workers' events).
+    item_state_reads: Literal["consistent", "latest"] = "consistent"
+    # Longest wait for the replica per batch; beyond it the batch is ranked anyway and a warning logged.
+    item_state_wait_s: float = Field(default=5.0, gt=0)
+    # How long the replica's fetch waits at the broker for new records (latency vs idle requests).
+    replica_fetch_wait_ms: int = Field(default=5, ge=0)
+    # Interactions whose item is not in the catalogue yet are parked with the item's owner and applied
+    # when the upload lands; past this wait they go to the dead-letter topic (stage unknown_item).
+    park_max_wait_s: float = Field(default=300.0, gt=0)
+    park_max_per_item: int = Field(default=10_000, ge=1)
+    # The item owners' clock: parked interactions are checked and expired this often ...
+    item_tick_s: float = Field(default=5.0, gt=0)
+    # ... and the rows changed since the last snapshot are written to item-state this often.
+    item_snapshot_every_s: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -334,6 +377,26 @@ class Settings(BaseSettings):
         if "uri" not in self.milvus.model_fields_set:
             self.milvus.uri = f"http://{st.host}:{st.milvus_port}"
         return self
+
+    def internal_topics(self) -> list[TopicSpec]:
+        """avrec's own topics, named after the app id: per-user commands (partitioned like interactions)
+        and the three item topics (``streams/items/wire.py``)."""
+        k = self.kafka
+        week = 7 * 24 * 3600 * 1000
+        return [
+            TopicSpec(name=f"{self.app_id}-user-commands", partitions=k.topics.interactions.partitions,
+                      retention_ms=week),
+            TopicSpec(name=f"{self.app_id}-item-deltas", partitions=k.item_partitions, retention_ms=week),
+            TopicSpec(name=f"{self.app_id}-item-commands", partitions=k.item_partitions, retention_ms=week),
+            TopicSpec(name=f"{self.app_id}-item-state", partitions=k.item_partitions, retention_ms=-1,
+                      compact=True),
+        ]
+
+    @property
+    def faust_datadir(self) -> Path:
+        """This replica's RocksDB state (``WorkerSettings.replica``)."""
+        name = self.app_id if not self.worker.replica else f"{self.app_id}@{self.worker.replica}"
+        return self.stack.state_dir / "faust" / name
 
     def masked_dump(self) -> dict[str, Any]:
         """A JSON-safe view for printing: every secret is masked."""

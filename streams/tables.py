@@ -5,12 +5,16 @@
   applied events. Keeping the dedupe window *inside* the user's own record makes
   "apply the event" and "remember it was applied" one changelog write, so a
   crash between the two cannot double-apply a re-delivered event.
-* ``cooccurrence`` and ``item-popularity`` (global, keyed by item id): item ->
-  {neighbour: count}, and item -> positive interactions, for item-to-item candidates.
-* ``takedowns`` (global, keyed by item id): items that must never be shown again.
-* ``trending`` (global): periodic snapshots of the decayed popularity counter.
+* ``item_owner`` (partitioned like ``item-commands``, keyed by item id): what
+  an item's owner must remember: interactions parked until the item's upload
+  lands, and whether the item was taken down.
 
-Deleting a key writes a tombstone to the changelog (forget-me).
+Both are written only from the agent that owns the key's partition, in the
+scope of an event of that partition (``event_scope``). The item-keyed ranking
+state (co-occurrence, popularity, trending) is not a table: every worker holds
+all of it, applied from a log (``streams/items/``).
+
+Deleting a key writes a tombstone to the changelog.
 """
 
 from __future__ import annotations
@@ -20,19 +24,9 @@ import faust
 from streams.app import app
 from streams.settings import get_settings
 
-_partitions = get_settings().kafka.topics.interactions.partitions
+_s = get_settings()
 # Keys are user or item ids, values JSON-safe dicts (UserState.to_dict() etc.).
 _json = faust.Schema(key_serializer="json", value_serializer="json")
 
-user_state = app.Table("user-state", default=None, partitions=_partitions, schema=_json)
-
-def _global(name: str):
-    # Global tables are written from agents on any topic: the producer's partitioner
-    # picks the changelog partition, not the source event's partition.
-    return app.GlobalTable(name, default=None, partitions=1, use_partitioner=True, schema=_json)
-
-
-cooccurrence = _global("cooccurrence")
-item_popularity = _global("item-popularity")
-takedowns = _global("takedowns")
-trending = _global("trending")
+user_state = app.Table("user-state", default=None, partitions=_s.kafka.topics.interactions.partitions, schema=_json)
+item_owner = app.Table("item-owner", default=None, partitions=_s.kafka.item_partitions, schema=_json)

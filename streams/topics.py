@@ -3,6 +3,18 @@
 Keys and values are raw bytes: decoding is ours (streams/records.py), so a
 malformed payload reaches the agent and can be dead-lettered instead of
 crashing the consumer inside a codec.
+
+avrec's own topics (``Settings.internal_topics``) are created by the worker at
+start, before Faust joins the group, with the partitions the keys are hashed
+over (``streams/items/partitioning.py``):
+
+* ``user_commands``: per-user commands (new-content refresh, forget-me, a
+  parked interaction released), keyed by user and co-partitioned with
+  ``interactions``. The user agent reads both topics as one stream, so a
+  user's commands and events are never handled at the same time.
+* ``item_deltas`` / ``item_commands`` / ``item_state``: the item-keyed state
+  (``streams/items/``): the log every worker's replica applies, the owners'
+  commands, and the owners' snapshots.
 """
 
 from __future__ import annotations
@@ -10,7 +22,9 @@ from __future__ import annotations
 from streams.app import app
 from streams.settings import get_settings
 
-_t = get_settings().kafka.topics
+_s = get_settings()
+_t = _s.kafka.topics
+_internal = {spec.name.removeprefix(f"{_s.app_id}-"): spec for spec in _s.internal_topics()}
 
 
 def _topic(spec, **kw):
@@ -25,8 +39,10 @@ recommendations = _topic(_t.recommendations, compacting=True, deleting=True)
 uploads_dlq = _topic(_t.uploads_dlq)
 interactions_dlq = _topic(_t.interactions_dlq)
 control_dlq = _topic(_t.control_dlq)
-# Internal: per-user commands (fan-out refresh, forget-me), keyed by user and
-# co-partitioned with interactions, so the agent owning the user's state table
-# partition serves them (a table may only be changed from its own partition).
-user_commands = app.topic(f"{get_settings().app_id}-user-commands", key_type=bytes, value_type=bytes,
-                          partitions=_t.interactions.partitions, internal=True)
+
+user_commands = _topic(_internal["user-commands"])
+item_deltas = _topic(_internal["item-deltas"])
+item_commands = _topic(_internal["item-commands"])
+item_state = _topic(_internal["item-state"])
+# The user agent's input: a user's events and commands, one stream (same partitions, same worker).
+user_stream = app.topic(_t.interactions.name, _internal["user-commands"].name, key_type=bytes, value_type=bytes)

@@ -19,7 +19,9 @@ from pathlib import Path
 from streams.kafka.admin import admin_client, ensure_topics
 from streams.settings import Settings
 
-READY_MARK = "[^Worker]: Ready"
+# Logged by streams/services/context.py once the worker's replica of the item state has read
+# everything written so far (after Faust's own "[^Worker]: Ready" in practice).
+READY_MARK = "worker context ready"
 
 
 @dataclass

@@ -19,11 +19,16 @@ class WorkerProcess(_WorkerProcess):
     """The library's worker subprocess plus the Kafka helpers tests use."""
 
     # -- Kafka helpers ----------------------------------------------------------------
-    def produce(self, kind: str, records: list, raw: bool = False) -> None:
+    def produce(self, kind: str, records: list, raw: bool = False, rate: float = 0.0) -> None:
+        """Send ``records`` (dicts keyed by their user/item id, or ``(key, value)`` with ``raw``), at most
+        ``rate`` per second (0: as fast as the broker takes them)."""
         s = self.settings
         topic = getattr(s.kafka.topics, kind).name
         producer = KafkaProducer(**s.kafka.kafka_python_config(), acks="all", linger_ms=2)
-        for rec in records:
+        t0 = time.monotonic()
+        for n, rec in enumerate(records):
+            if rate > 0 and (ahead := t0 + n / rate - time.monotonic()) > 0:
+                time.sleep(ahead)
             if raw:
                 key, value = rec
             else:

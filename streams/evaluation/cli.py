@@ -59,6 +59,8 @@ def eval_cmd(
     in_flight: Annotated[int, typer.Option(
         min=1, help="Live: most interactions sent whose list has not arrived (1 = lock-step).")] = 1,
     event_timeout: Annotated[float, typer.Option(help="Live: give up on an event's list after this many s.")] = 60.0,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Live: worker processes in the one consumer group (scale-out; each its own data dir).")] = 1,
 ) -> None:
     """Prequential (test-then-train) replay: HR/NDCG@K, coverage, diversity, novelty for the hybrid and baselines."""
     from streams.evaluation.overrides import OverrideError, apply_overrides, parse_variant
@@ -88,7 +90,7 @@ def eval_cmd(
     command = "avrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if live:
         _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, users, seed, in_flight,
-              event_timeout, cache_dir, device, report, json_path, json_out, command, bool(variant))
+              event_timeout, cache_dir, device, report, json_path, json_out, command, bool(variant), workers)
         return
     opts = RunOptions(
         dataset=dataset, out=out, ranking=ranking, config=cfg, limit=limit, users=users, seed=seed,
@@ -114,7 +116,8 @@ def eval_cmd(
 
 
 def _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, users, seed, in_flight,
-          event_timeout, cache_dir, device, report, json_path, json_out, command, has_variants) -> None:
+          event_timeout, cache_dir, device, report, json_path, json_out, command, has_variants,
+          workers: int = 1) -> None:
     from streams.evaluation.live import LiveOptions, run_live
 
     if has_variants:
@@ -124,7 +127,7 @@ def _live(dataset, out, ranking, settings, train_frac, end_frac, k_list, limit, 
         end_frac=end_frac, ks=k_list, limit=limit, users=users, seed=seed, in_flight=in_flight,
         event_timeout=event_timeout, cache_dir=cache_dir, device=device,
         fusion_checkpoint=settings.encoders.fusion_checkpoint, dim=settings.encoders.dim, report_path=report,
-        json_path=json_path, command=command,
+        json_path=json_path, command=command, workers=workers,
     )
     try:
         doc = run_live(opts)

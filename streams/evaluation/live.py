@@ -4,14 +4,16 @@ The offline evaluation calls the scoring core in-process. Live mode checks that
 the deployed path (Kafka, the Faust worker, Triton's item encoder, Milvus'
 search) publishes the same lists:
 
-1. A worker subprocess starts on its own topics (a fresh prefix), consumer
-   group and Milvus collections, with new-content fan-out off (fan-out refreshes
-   publish lists the offline protocol has no counterpart for) and the eval's
-   ranking settings.
+1. ``--workers N`` worker subprocesses (1 by default) start in one consumer
+   group on their own topics (a fresh prefix) and Milvus collections, with
+   new-content fan-out off (fan-out refreshes publish lists the offline protocol
+   has no counterpart for) and the eval's ranking settings; the replay starts
+   once the group is stable with all of them.
 2. The log (usually a slice: ``--users N``, ``--limit N``) is published in time
-   order: uploads to the upload topic (the worker encodes them through Triton
-   and indexes them in Milvus; the replay waits until Milvus has them before the
-   next interaction, so no item is recommendable earlier than offline), then
+   order: uploads to the upload topic (a worker encodes them through Triton,
+   indexes them in Milvus and announces them in the item-state log; the replay
+   waits for the announcements before the next interaction, so no item is
+   recommendable earlier than offline), then
    each interaction, keeping at most ``in_flight`` interactions whose list has
    not arrived yet (1 = lock-step, each event its own batch, as offline).
 3. Lists are read back from the recommendations topic. The worker batches: per
@@ -54,6 +56,7 @@ from streams.evaluation.ranker_fit import fit_ranker
 from streams.evaluation.state import Catalogue, CoreState
 from streams.ranking import RankingError, RankingSettings, recommend
 from streams.ranking.learned import LinearRanker
+from streams.kafka.admin import wait_group_stable
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 
@@ -109,6 +112,7 @@ class LiveRun:
     unresolved: list[str] = field(default_factory=list)  # events whose list never came (timeout)
     seconds: float = 0.0
     worker_log: str = ""
+    group_settle_s: float = 0.0
 
     def by_event(self) -> dict[str, LiveRecord]:
         """The list tagged with each event (the last one, should a list be published twice)."""
@@ -160,9 +164,6 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
     """Publish ``elog`` (its raw records) to the worker's topics and collect the lists it publishes."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from streams.vectors.collections import ItemCollection
-    from streams.vectors.milvus import milvus_client
-
     if elog.raw is None:
         raise ValueError("live replay needs the raw records: load_log(..., keep_raw=True)")
     kafka, topics = settings.kafka, settings.kafka.topics
@@ -174,12 +175,17 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
     parts = [TopicPartition(recs_topic, p) for p in range(topics.recommendations.partitions)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
-    client = milvus_client(settings.milvus)
-    items = ItemCollection(client, settings.milvus.items_collection, settings.encoders.dim)
-    items.ensure()  # the worker creates it on its first batch; polling may come first
+    # An upload is recommendable once its "up" record is in the item-state log (the worker writes it
+    # after the item is in Milvus; every worker's fresh window and cache follow the log).
+    log_topic = f"{settings.app_id}-item-deltas"
+    announcements = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False, fetch_max_wait_ms=10)
+    log_parts = [TopicPartition(log_topic, p) for p in range(kafka.item_partitions)]
+    announcements.assign(log_parts)
+    announcements.seek_to_beginning(*log_parts)
+    announced: set[str] = set()
     run = LiveRun()
     out = _Outstanding()
-    pending: list[str] = []  # uploads sent, not yet confirmed in Milvus
+    pending: list[str] = []  # uploads sent, not yet in the item-state log
     t0 = time.monotonic()
 
     def drain(timeout_ms: int) -> None:
@@ -201,10 +207,11 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
         t = time.monotonic()
         want = set(pending)
         while want:
-            try:
-                want -= _indexed(client, items.name, want)
-            except Exception as exc:  # noqa: BLE001 - Milvus Lite may fail a read racing a write: retry
-                log.debug("polling Milvus for uploads: %s", exc)
+            for batch in announcements.poll(timeout_ms=20).values():
+                for msg in batch:
+                    if msg.value is not None and (doc := orjson.loads(msg.value)).get("k") == "up":
+                        announced.add(doc["item"])
+            want -= announced
             if not want:
                 break
             if time.monotonic() - t > upload_timeout:
@@ -212,8 +219,6 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
                                    f"(e.g. {sorted(want)[:3]}); see the worker log")
             if out.n:
                 drain(20)  # lists of events still in flight keep arriving meanwhile
-            else:
-                time.sleep(0.02)
         run.upload_waits += 1
         run.upload_wait_s += time.monotonic() - t
         pending.clear()
@@ -251,18 +256,11 @@ def replay_live(elog: EvalLog, settings: Settings, in_flight: int = 1, event_tim
     finally:
         producer.close(10)
         consumer.close()
-        client.close()
+        announcements.close()
     run.seconds = time.monotonic() - t0
     log.info("live replay: %d uploads, %d interactions, %d lists in %.0f s", run.uploads, run.interactions,
              len(run.records), run.seconds)
     return run
-
-
-def _indexed(client: Any, collection: str, ids: set[str]) -> set[str]:
-    """Which of ``ids`` the collection has (ids only: reading vectors of a growing segment can fail)."""
-    quoted = ", ".join(orjson.dumps(i).decode() for i in sorted(ids))
-    rows = client.query(collection, filter=f"item_id in [{quoted}]", output_fields=["item_id"])
-    return {r["item_id"] for r in rows}
 
 
 # ---------------------------------------------------------------------- the methods compared
@@ -415,6 +413,7 @@ class LiveOptions:
     command: str = ""
     keep: bool = False  # keep the worker's Milvus collections afterwards
     ranker_learn_frac: float = 0.25  # fusion "learned": fit on this last share of the training events
+    workers: int = 1  # worker processes in the one consumer group (each its own data directory)
 
 
 def run_live(opts: LiveOptions) -> dict[str, Any]:
@@ -448,18 +447,25 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
     work_dir = opts.cache_dir.parent / "eval-live"
     ranking, ranker = _live_ranker(elog, vectors, opts.ranking, int(train_frac * elog.n_interactions),
                                    opts.ranker_learn_frac, work_dir / f"ranker-{unique}.json")
-    # The worker's log stays out of the report directory (which may be versioned, e.g. docs/quality/).
-    worker = WorkerProcess(worker_env(unique, ranking_env(opts.base_ranking, ranking)),
-                           work_dir / f"worker-{unique}.log")
+    # The workers' logs stay out of the report directory (which may be versioned, e.g. docs/quality/).
+    env = worker_env(unique, ranking_env(opts.base_ranking, ranking))
+    workers = [WorkerProcess({**env, **({"AVREC_WORKER__REPLICA": str(k)} if opts.workers > 1 else {})},
+                             work_dir / f"worker-{unique}-{k}.log") for k in range(opts.workers)]
+    worker = workers[0]
     worker_ranking = worker.settings.ranking
     if worker_ranking != ranking:
         raise ValueError("the worker's ranking settings would differ from the evaluated ones")
     t_live = time.perf_counter()
-    worker.start(timeout=180)
     try:
+        for w in workers:
+            w.start(timeout=180)
+        # Every worker joined and the group settled: no rebalance races the replay.
+        settle_s = wait_group_stable(worker.settings.kafka, worker.settings.app_id, opts.workers, 180)
         run = replay_live(elog, worker.settings, in_flight=opts.in_flight, event_timeout=opts.event_timeout)
+        run.group_settle_s = settle_s
     finally:
-        worker.stop()
+        for w in workers:
+            w.stop()
         if not opts.keep:
             try:
                 worker.drop_collections()
@@ -467,7 +473,9 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's own error
                 log.warning("could not drop the eval worker's collections and topics: %s", exc)
     t_live = time.perf_counter() - t_live
-    run.worker_log = str(worker.log_path)
+    run.worker_log = ", ".join(str(w.log_path) for w in workers)
+    # Every list the workers published, by the event it answers: runs with other worker counts compare with it.
+    (out / "lists.json").write_bytes(orjson.dumps({e: r.items for e, r in run.by_event().items()}))
 
     lists = run.by_event()
     live_method: list[LiveLists] = []
@@ -525,6 +533,7 @@ def run_live(opts: LiveOptions) -> dict[str, Any]:
                  "latency_received": latency_summary(lat["received"]),
                  "latency_produced": latency_summary(lat["produced"]), "batches": batches,
                  "model_versions": sorted({r.model_version for r in run.records}),
+                 "workers": opts.workers, "group_settle_s": run.group_settle_s,
                  "worker_log": run.worker_log, "worker_app_id": worker.env["AVREC_APP_ID"],
                  "topic_prefix": worker.env["AVREC_KAFKA__TOPIC_PREFIX"]},
         "settings": {"hybrid": ranking.model_dump(mode="json"), "worker_env": {
@@ -604,7 +613,8 @@ def render_live_report(doc: dict[str, Any], plots: list[str]) -> str:
         f" (train {p['train_interactions']}, test {p['test_interactions']}, {p['targets']} targets, "
         f"{p['first_event_targets']} of them a user's first event), {lv['uploads']} uploads, "
         f"catalogue {p['catalogue_size']} items.",
-        f"- A worker subprocess on its own topics (`{lv['topic_prefix']}*`), group and collections, fan-out off; "
+        f"- {lv.get('workers', 1)} worker process(es) in one consumer group on their own topics "
+        f"(`{lv['topic_prefix']}*`) and collections, fan-out off; "
         f"at most {p['in_flight']} interaction(s) in flight; uploads indexed in Milvus (through Triton) before "
         f"the next interaction ({lv['upload_waits']} waits, {lv['upload_wait_s']:.0f} s).",
         f"- {lv['interactions']} interactions in {lv['replay_s']:.0f} s ({lv['events_per_s']:.1f}/s); "

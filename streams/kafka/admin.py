@@ -93,3 +93,50 @@ def describe_topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
         client.close()
     # kafka-python 3 answers {"topic": {name: {key: {"value": ..., ...}}}}.
     return {key: meta["value"] for key, meta in res.get("topic", {}).get(name, {}).items()}
+
+
+def check_partition_counts(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> None:
+    """Refuse to run on keyed topics whose partition count is not the configured one.
+
+    A key's partition is its hash modulo the count (streams/items/partitioning.py),
+    and the state of a key lives in that partition's table; another count moves
+    keys away from their state. Counts are chosen up front (docs/EVENTS.md).
+    """
+    specs = list(specs)
+    client = admin_client(kafka, timeout_s=kafka.request_timeout_s)
+    try:
+        counts = {t["name"]: len(t["partitions"]) for t in client.describe_topics([s.name for s in specs])}
+    finally:
+        client.close()
+    wrong = [f"{s.name}: {counts.get(s.name)} partitions, configured {s.partitions}" for s in specs
+             if counts.get(s.name) != s.partitions]
+    if wrong:
+        raise TopicConfigError(
+            "keyed topics must have the partition count the worker is configured with (" + "; ".join(wrong) + "). "
+            "The count is fixed when a deployment starts: set AVREC_KAFKA__TOPICS__<TOPIC>__PARTITIONS / "
+            "AVREC_KAFKA__ITEM_PARTITIONS to the topics' counts, or start a new app id with new topics and "
+            "replay the log into it (docs/EVENTS.md, \"Partitions\").")
+
+
+def wait_group_stable(kafka: KafkaSettings, group_id: str, members: int, timeout_s: float) -> float:
+    """Wait until the consumer group ``group_id`` is ``Stable`` with ``members`` members; seconds waited.
+
+    Several workers started one after the other rebalance the group once per join; a
+    caller that must not race a rebalance (a lock-step replay) waits for this first.
+    """
+    import time
+
+    t0 = time.monotonic()
+    client = admin_client(kafka, timeout_s=kafka.request_timeout_s)
+    try:
+        while True:
+            desc = client.describe_groups([group_id]).get(group_id) or {}
+            state, n = desc.get("group_state"), len(desc.get("members") or [])
+            if state == "Stable" and n == members:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"consumer group {group_id} is {state} with {n} members after {timeout_s:.0f} s; "
+                                   f"expected Stable with {members}")
+            time.sleep(0.5)
+    finally:
+        client.close()

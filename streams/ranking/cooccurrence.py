@@ -1,14 +1,15 @@
 """Item-item co-occurrence ("viewers of X also watched Y"), stored as plain mappings.
 
-Two mappings hold the state, so the live worker can back them with Faust tables
-(keyed by item id) and the offline evaluation with dicts, running the same code:
+Two mappings hold the state (plain dicts, in every worker's item-state replica
+and in the offline evaluation alike, updated by the same item ops:
+``streams/ranking/item_ops.py``):
 
 * ``counts[i] = {j: c_ij}``: how many users positively interacted with both i and j
   (pairs formed within a user's recent positive window);
 * ``pops[i] = p_i``: how many users positively interacted with i.
 
-Rows are read, copied, changed and written back whole (``counts[i] = row``):
-a Faust table only records a change on assignment, never on in-place mutation.
+Rows are read, copied, changed and written back whole (``counts[i] = row``), so
+a mapping that records changes on assignment only could back them too.
 
 Similarity is cosine-normalised: ``sim(i, j) = c_ij / sqrt(p_i * p_j)``, so a
 globally popular item does not become everyone's neighbour. Each row keeps at
@@ -72,31 +73,19 @@ class CoOccurrence:
         ``history_item_ids`` (oldest first; ``new_item_id`` itself is skipped)
         and adds ``weight`` to its popularity. Call it once per (user, item):
         :func:`streams.ranking.ingest.ingest_interaction` does exactly that.
+        The same change as the ops of :func:`streams.ranking.item_ops.pair_ops`
+        applied here (the live worker ships those ops to the items' owners).
         Returns the number of pairs updated.
         """
-        if not (weight > 0 and math.isfinite(weight)):
-            raise RankingError(f"co-occurrence weight must be positive and finite, got {weight!r}")
-        self.pops[new_item_id] = float(self.pops.get(new_item_id, 0.0)) + weight
-        others: list[str] = []
-        for h in reversed(history_item_ids):
-            if len(others) == self.window:
-                break
-            if h != new_item_id and h not in others:
-                others.append(h)
-        if not others:
-            return 0
-        row = dict(self.counts.get(new_item_id, {}))
-        ph = self.pair_half_life
-        for d, h in enumerate(others):  # d = 0: the item just before the new one
-            w = weight * 0.5 ** (d / ph) if ph > 0 else weight
-            row[h] = row.get(h, 0.0) + w
-            hrow = dict(self.counts.get(h, {}))
-            hrow[new_item_id] = hrow.get(new_item_id, 0.0) + w
-            self.counts[h] = self._bounded(hrow)
-        self.counts[new_item_id] = self._bounded(row)
-        return len(others)
+        from streams.ranking.item_ops import apply_op, pair_ops  # item_ops builds on this module
 
-    def _bounded(self, row: dict[str, float]) -> dict[str, float]:
+        ops = pair_ops(self, history_item_ids, new_item_id, weight)
+        for op in ops:
+            apply_op(op, self, None)
+        return len(ops) - 1
+
+    def bounded(self, row: dict[str, float]) -> dict[str, float]:
+        """``row`` pruned to ``max_neighbors`` entries once it outgrows them by a quarter (may be ``row`` itself)."""
         # Prune with 25% slack so the sort runs once per ~max/4 new neighbours,
         # not on every add to a full row. Keeps the highest counts; among equal
         # counts the newest neighbours (inserted last) survive, giving new items a chance.
@@ -130,7 +119,7 @@ class CoOccurrence:
         mine = dict(self.counts.get(item_id, {}))
         for j, c in row.items():
             mine[j] = mine.get(j, 0.0) + float(c)
-        self.counts[item_id] = self._bounded(mine)
+        self.counts[item_id] = self.bounded(mine)
         if pop is not None:
             self.pops[item_id] = float(self.pops.get(item_id, 0.0)) + float(pop)
 

@@ -99,6 +99,25 @@ class DecayedCounter:
         self._ids.pop()
         return True
 
+    def lg_of(self, item_id: str) -> float | None:
+        """The item's stored log2 score (see the module doc), None if it has none."""
+        k = self._index.get(item_id)
+        return None if k is None else float(self._lg[k])
+
+    def set_lg(self, item_id: str, lg: float) -> None:
+        """Set the item's stored log2 score, as :meth:`lg_of` read it (restoring a snapshot)."""
+        if not math.isfinite(lg):
+            raise RankingError(f"a trending log2 score must be finite, got {lg!r}")
+        self.remove(item_id)
+        k = len(self._ids)
+        if k == self._lg.shape[0]:
+            self._lg = np.concatenate([self._lg, np.empty_like(self._lg)])
+        self._ids.append(item_id)
+        self._index[item_id] = k
+        self._lg[k] = float(lg)
+        if len(self._ids) > self.max_items:
+            self._prune()
+
     def _score_of_lg(self, lg: np.ndarray, now: float) -> np.ndarray:
         return np.exp2(lg - (float(now) - _LANDMARK) / self.half_life_s)
 

@@ -53,6 +53,9 @@ class UserState:
     history: list[HistoryEntry] = field(default_factory=list)  # positive items, one per item, newest last
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)  # LRU, most recent last
     hidden: OrderedDict[str, None] = field(default_factory=OrderedDict)  # LRU, most recent last
+    # Forget-me: the user's events at offsets below this one (in their interactions partition) were
+    # erased and are dropped if they still arrive (-1: never forgotten). All else starts empty again.
+    forgotten_below: int = -1
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class UserState:
             "history": [[h.item_id, float(h.ts), h.event_type] for h in self.history],
             "seen": list(self.seen),
             "hidden": list(self.hidden),
+            **({"forgotten_below": self.forgotten_below} if self.forgotten_below >= 0 else {}),
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class UserState:
                 history=[HistoryEntry(str(i), float(t), str(e)) for i, t, e in data["history"]],
                 seen=OrderedDict.fromkeys(data["seen"]),
                 hidden=OrderedDict.fromkeys(data["hidden"]),
+                forgotten_below=int(data.get("forgotten_below", -1)),
             )
         except StateFormatError:
             raise

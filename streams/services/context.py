@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
-from streams.ranking import CoOccurrence, DecayedCounter, new_cooccurrence, new_trending
+from streams.items.replica import ItemReplica
+from streams.items.store import ItemStore
+from streams.ranking import CoOccurrence, DecayedCounter
 from streams.ranking.learned import load_ranker
 from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
 from streams.services.ranker_reload import ActiveRanker, start_ranker_watch
-from streams.services.table_cache import CachedTable
-from streams.services.takedowns import TakedownView
 from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
 from streams.vectors.collections import ItemCollection, UserCollection
@@ -33,11 +33,11 @@ class WorkerContext:
     users: UserCollection
     resolver: MediaResolver
     cache: ItemCache
-    fresh: FreshItems
-    trending: DecayedCounter
-    cooc: CoOccurrence
+    # The item-keyed state (co-occurrence, popularity, trending, uploads, takedowns): this worker's
+    # copy, applied from the item-deltas log that every worker writes and reads (streams/items/).
+    store: ItemStore
+    replica: ItemReplica
     media_slots: asyncio.Semaphore
-    takedowns: TakedownView
     mirror: UserVectorMirror
     # fusion "learned": the fitted ranker (None: rank with the weighted blend) and what the lists it
     # ranks say made them (settings.model_version, plus the ranker's fingerprint). One object, swapped
@@ -47,41 +47,50 @@ class WorkerContext:
     # loop keeps only a weak reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
     ranker_task: asyncio.Task | None = None
+    tick_task: asyncio.Task | None = None
+
+    # The store's parts under the names the ranking code reads them by.
+    @property
+    def cooc(self) -> CoOccurrence:
+        return self.store.cooc
+
+    @property
+    def trending(self) -> DecayedCounter:
+        return self.store.trending
+
+    @property
+    def fresh(self) -> FreshItems:
+        return self.store.fresh
+
+    @property
+    def takedowns(self) -> set[str]:
+        return self.store.down
 
     @classmethod
     async def create(cls, settings: Settings) -> WorkerContext:
-        from streams import tables
-
         client = await asyncio.to_thread(milvus_client, settings.milvus)
         dim = settings.encoders.dim
         items = ItemCollection(client, settings.milvus.items_collection, dim, settings.milvus.timeout_s)
         users = UserCollection(client, settings.milvus.users_collection, dim, settings.milvus.timeout_s)
         await asyncio.to_thread(items.ensure)
         await asyncio.to_thread(users.ensure)
-        rank = settings.ranking
-        fresh = FreshItems(rank.fresh_window_s)
-        await fresh.seed(items, 1000)
-        ranker = load_ranker(rank)
-        trending = new_trending(rank)
-        snapshot = tables.trending.get("snapshot")
-        if snapshot:
-            trending = DecayedCounter.from_dict(snapshot)
-            log.info("trending restored from its snapshot (%d items)", len(trending))
+        cache = ItemCache(items, settings.worker.item_cache_size)
+        store = ItemStore(settings.ranking, settings.kafka.item_partitions, on_change=cache.invalidate)
+        replica = ItemReplica(settings, store)
+        # Nothing is ranked before the replica holds every item change written so far.
+        await replica.start()
         return cls(
             settings=settings,
             triton=TritonClient(settings.triton),
             items=items,
             users=users,
             resolver=MediaResolver.from_settings(settings.encoders),
-            cache=ItemCache(items, settings.worker.item_cache_size),
-            fresh=fresh,
-            trending=trending,
-            cooc=new_cooccurrence(rank, counts=CachedTable(tables.cooccurrence, settings.worker.table_cache_size),
-                                  pops=CachedTable(tables.item_popularity, settings.worker.table_cache_size)),
+            cache=cache,
+            store=store,
+            replica=replica,
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
-            takedowns=TakedownView(tables.takedowns),
             mirror=UserVectorMirror(users, settings.worker),
-            active=ActiveRanker.of(settings.model_version, ranker),
+            active=ActiveRanker.of(settings.model_version, load_ranker(settings.ranking)),
         )
 
 
@@ -98,6 +107,9 @@ async def get_context() -> WorkerContext:
             w = _context.settings.worker
             _context.gc_task = start_gc_policy(w.gc_freeze_every_s, w.gc_full_collect_every_s)
             _context.ranker_task = start_ranker_watch(_context)
+            from streams.items.owner import start_ticks  # the owner agent's module imports the app
+
+            _context.tick_task = start_ticks(_context)
             log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s)",
                      _context.settings.triton.url, _context.settings.milvus.uri,
                      type(asyncio.get_running_loop()).__module__, blas_threads())

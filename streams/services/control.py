@@ -1,19 +1,30 @@
-"""Operator commands: item takedown, user forget-me."""
+"""Operator commands: item takedown, user forget-me, routed to the owners of the item and the user.
+
+The control topic has one partition; what a command changes is owned elsewhere:
+
+* a takedown goes into the item-state log (``down``: every worker's replica drops
+  the item from its candidates, trending, fresh window and cache) and to the
+  item's owner (``takedown``: Milvus, and what is parked for the item);
+* a forget-me goes to the user's partition of ``user-commands``, which the user
+  agent reads in one stream with the user's events, so it is never handled
+  while a batch of that user's events is in flight. It carries where the user's
+  interactions partition ended when the command was routed: events produced
+  before the forget that are still on their way are erased too.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 import orjson
 
-from streams import tables, topics
+from streams import topics
+from streams.items import wire
+from streams.items.partitioning import partition_for
 from streams.records import RecordError, decode_control
 from streams.services.context import WorkerContext
 from streams.services.deadletters import send_dead_letter
-from streams.services.event_scope import event_scope
-from streams.services.retry import until_done
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +32,10 @@ log = logging.getLogger(__name__)
 class ControlProcessor:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        k = ctx.settings.kafka
+        self.item_partitions = k.item_partitions
+        self.user_partitions = k.topics.interactions.partitions
+        self.interactions_topic = k.topics.interactions.name
 
     async def handle(self, events: list) -> None:
         for ev in events:
@@ -29,23 +44,19 @@ class ControlProcessor:
             except RecordError as exc:
                 await send_dead_letter(ev, exc.stage, exc.reason)
                 continue
+            key = cmd.kafka_key()
+            if ev.message.key != key:
+                await send_dead_letter(ev, "key", f"record key {ev.message.key!r} is not the command's target "
+                                                  f"{key.decode()!r} (key control records by item_id / user_id)")
+                continue
             if cmd.action == "takedown":
-                await self._takedown(ev, cmd.item_id, cmd.ts, cmd.reason)
+                q = partition_for(key, self.item_partitions)
+                await topics.item_deltas.send(key=key, value=wire.encode_down(cmd.item_id), partition=q)
+                await topics.item_commands.send(key=key, value=wire.encode_takedown(cmd.item_id, cmd.ts, cmd.reason),
+                                                partition=q)
             else:
-                # The user's state lives in the partition that owns them: route the request there.
-                request = {"command": "forget", "user_id": cmd.user_id, "event_id": cmd.event_id,
-                           "ts": cmd.ts, "requested_at": time.time()}
-                await topics.user_commands.send(key=cmd.user_id.encode(), value=orjson.dumps(request))
-
-    async def _takedown(self, ev, item_id: str, ts: float, reason: str | None) -> None:
-        """Remove the item from Milvus and from every future list (the takedowns table filters it)."""
-        with event_scope(ev):
-            tables.takedowns[item_id] = {"ts": ts, "reason": reason}
-        self.ctx.takedowns.add([item_id])
-        await until_done("delete taken-down item", lambda: asyncio.to_thread(self.ctx.items.delete, [item_id]),
-                         self.ctx.settings.worker)
-        self.ctx.cache.drop(item_id)
-        self.ctx.fresh.remove(item_id)
-        self.ctx.trending.remove(item_id)
-        self.ctx.cooc.remove(item_id)
-        log.info("item %s taken down (%s)", item_id, reason or "no reason given")
+                p = partition_for(key, self.user_partitions)
+                below = await self.ctx.replica.user_topic_end(self.interactions_topic, p)
+                request = {"command": "forget", "user_id": cmd.user_id, "event_id": cmd.event_id, "ts": cmd.ts,
+                           "below": below, "requested_at": time.time()}
+                await topics.user_commands.send(key=key, value=orjson.dumps(request), partition=p)

@@ -19,7 +19,13 @@ _DLQ = {
 async def send_dead_letter(event, stage: str, error: Exception | str) -> None:
     """Publish the event's original record to its dead-letter topic; the agent keeps going."""
     msg = event.message
-    record = dead_letter(msg.value, msg.key, error, stage, msg.topic, msg.partition, msg.offset)
-    target = _DLQ.get(msg.topic, topics.interactions_dlq)
-    log.warning("dead-letter %s[%d]@%d stage=%s: %s", msg.topic, msg.partition, msg.offset, stage, error)
-    await target.send(key=msg.key, value=encode(record))
+    await send_dead_record(msg.value, msg.key, msg.topic, msg.partition, msg.offset, stage, error)
+
+
+async def send_dead_record(value: bytes, key: bytes | None, topic: str, partition: int, offset: int, stage: str,
+                           error: Exception | str) -> None:
+    """A record read earlier from ``topic[partition]@offset`` (kept since, e.g. parked) to its dead-letter topic."""
+    record = dead_letter(value, key, error, stage, topic, partition, offset)
+    target = _DLQ.get(topic, topics.interactions_dlq)
+    log.warning("dead-letter %s[%d]@%d stage=%s: %s", topic, partition, offset, stage, error)
+    await target.send(key=key, value=encode(record))

@@ -1,30 +1,57 @@
-"""Interactions: decode -> item vectors -> user state (dedupe inside) -> lists -> Kafka.
+"""The user agent: a user's events and commands -> user state -> item ops -> lists -> Kafka.
 
-Per batch: one cache/Milvus lookup for all items, each user's state read and
-written in the scope of that user's own event (its table partition), one
-batched ANN search for all touched users, one list per user published, and the
-new user vectors offered to the background mirror into Milvus ``users`` (the
-fan-out index; see user_mirror.py for why it is not awaited here).
+One stream, ``interactions`` and ``user-commands`` (co-partitioned, keyed by
+user), so everything that touches a user is handled one batch at a time by the
+worker that owns the user: an interaction, a new-content refresh, a forget-me,
+an interaction released from parking. Per batch:
+
+1. decode; a record whose key is not its ``user_id``, or that sits in another
+   partition than Kafka's default partitioner puts its key in, is dead-lettered
+   (stages ``key`` / ``partition``: one owner per user, see
+   ``streams/items/partitioning.py``);
+2. one cache/Milvus lookup for all the batch's items; an interaction whose item
+   is not in the catalogue yet is parked with the item's owner
+   (``streams/items/owner.py``), never dead-lettered at once;
+3. the events, in order, applied to the users' states (dedupe inside); each
+   applied event's item ops (co-occurrence, popularity, trending) collected;
+   a forget-me replaces the user's state by an empty one that remembers where
+   the user's erased events end;
+4. the item ops sent to the item-state log, one record per item partition,
+   and awaited: an event's item ops are in Kafka before its user's state is
+   (streams/items/store.py explains why that makes re-deliveries idempotent);
+5. each touched user's state written once; forgotten users deleted from Milvus
+   and their lists tombstoned;
+6. the replica caught up with the log (``item_state_reads``), then one batched
+   ANN search for all users, one list per user published, and the new user
+   vectors offered to the background mirror into Milvus ``users``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from streams import tables
-from streams.ranking import UserState, ingest_interaction, user_vector
+import orjson
+
+from streams import tables, topics
+from streams.app import app
+from streams.items import wire
+from streams.items.partitioning import partition_for
+from streams.ranking import UserState, user_vector
+from streams.ranking.ingest import ingest_user
 from streams.records import Interaction, RecordError, decode_interaction, watch_ratio
 from streams.services.context import WorkerContext
-from streams.services.deadletters import send_dead_letter
+from streams.services.deadletters import send_dead_letter, send_dead_record
 from streams.services.event_scope import event_scope
 from streams.services.recommender import Recommender
 from streams.services.retry import until_done
 from streams.services.stats import BatchStats
 
 log = logging.getLogger(__name__)
-TRENDING_SNAPSHOT_EVERY_S = 30.0
 
 
 class Touched(NamedTuple):
@@ -36,6 +63,21 @@ class Touched(NamedTuple):
     ts: float
 
 
+@dataclass(slots=True)
+class _Event:
+    """An interaction to apply, from the interactions topic or released from parking."""
+
+    ev: object  # the Faust event: table scope
+    it: Interaction
+    src: str  # "i<p>" (interactions partition p) or "c<p>" (user-commands partition p)
+    offset: int  # its position in src: the idempotence key of its item ops
+    origin: int  # its offset in its interactions partition (forget-me compares it)
+    raw: bytes
+    origin_topic: str
+    origin_partition: int
+    parked_at: float | None = None
+
+
 def load_state(raw: dict | None) -> UserState:
     return UserState.from_dict(raw) if raw else UserState()
 
@@ -44,8 +86,14 @@ class InteractionProcessor:
     def __init__(self, ctx: WorkerContext, recommender: Recommender) -> None:
         self.ctx = ctx
         self.recommender = recommender
-        self._last_snapshot = time.monotonic()
         self.stats = BatchStats("interactions", ctx.settings.worker.stats_every_s)
+        k = ctx.settings.kafka
+        self.interactions_topic = k.topics.interactions.name
+        self.commands_topic = topics.user_commands.get_topic_name()
+        self.user_partitions = k.topics.interactions.partitions
+        self.item_partitions = k.item_partitions
+        self.dropped_forgotten = 0
+        self._slow_replica_logged_at = -float("inf")
 
     async def handle(self, events: list) -> None:
         try:
@@ -53,30 +101,76 @@ class InteractionProcessor:
         finally:
             self.stats.batch_done(len(events))
 
-    async def _handle(self, events: list) -> None:
-        stats = self.stats
-        decoded: list[tuple[object, Interaction]] = []
+    # -- 1. decode -------------------------------------------------------------------------
+    async def _decode(self, events: list) -> list:
+        entries: list = []  # _Event | ("forget" | "refresh", event, command), in stream order
         for ev in events:
+            msg = ev.message
+            if msg.topic == self.commands_topic:
+                cmd = orjson.loads(msg.value)
+                if cmd["command"] != "replay":
+                    entries.append((cmd["command"], ev, cmd))
+                    continue
+                raw = wire.parked_raw(cmd)
+                try:
+                    it = decode_interaction(raw, max_future_s=None)
+                except RecordError as exc:  # it was valid when parked: only a foreign writer gets here
+                    await send_dead_record(raw, cmd["user_id"].encode(), cmd["topic"], cmd["partition"],
+                                           cmd["offset"], exc.stage, exc.reason)
+                    continue
+                entries.append(_Event(ev, it, f"c{msg.partition}", msg.offset, int(cmd["offset"]), raw,
+                                      cmd["topic"], int(cmd["partition"]), float(cmd["parked_at"])))
+                continue
             try:
-                decoded.append((ev, decode_interaction(ev.message.value)))
+                it = decode_interaction(msg.value)
             except RecordError as exc:
                 await send_dead_letter(ev, exc.stage, exc.reason)
-        if not decoded:
-            return
-        with stats.stage("items"):
-            items = await until_done("fetch items",
-                                     lambda: self.ctx.cache.get_many(i.item_id for _, i in decoded),
-                                     self.ctx.settings.worker)
-        with stats.stage("state"):
-            touched = await self._apply(decoded, items)
-        if not touched:
-            return
-        with stats.stage("lists"):
-            await self.refresh_lists(touched)
-        self.ctx.mirror.offer({u: v for u, t in touched.items() if (v := user_vector(t.state)) is not None})
+                continue
+            key = it.kafka_key()
+            if msg.key != key:
+                await send_dead_letter(ev, "key", f"record key {msg.key!r} is not the interaction's user_id "
+                                                  f"{it.user_id!r} (key interactions by user_id)")
+                continue
+            want = partition_for(key, self.user_partitions)
+            if msg.partition != want:
+                await send_dead_letter(ev, "partition", f"user {it.user_id!r} belongs in partition {want}, not "
+                                                        f"{msg.partition}: produce with Kafka's default (murmur2) "
+                                                        f"partitioner (librdkafka: partitioner=murmur2_random)")
+                continue
+            entries.append(_Event(ev, it, f"i{msg.partition}", msg.offset, msg.offset, msg.value, msg.topic,
+                                  msg.partition))
+        return entries
 
-    async def _apply(self, decoded: list[tuple[object, Interaction]], items: dict) -> dict[str, Touched]:
-        """Apply the batch's events to the users' states; write each touched user's state once.
+    async def _handle(self, events: list) -> None:
+        stats = self.stats
+        entries = await self._decode(events)
+        if not entries:
+            return
+        wanted = [e.it.item_id for e in entries if isinstance(e, _Event)]
+        with stats.stage("items"):
+            items = await until_done("fetch items", lambda: self.ctx.cache.get_many(wanted),
+                                     self.ctx.settings.worker) if wanted else {}
+        with stats.stage("state"):
+            batch = await self._apply(entries, items)
+        with stats.stage("item ops"):
+            await self._send_item_ops(batch)
+            self._write_states(batch)
+        if batch.forgotten:
+            await self._forget(batch.forgotten)
+        if not batch.touched and not batch.refresh:
+            return
+        with stats.stage("replica"):
+            await self._replica_caught_up()
+        with stats.stage("lists"):
+            if batch.touched:
+                await self.refresh_lists(batch.touched)
+            if batch.refresh:
+                await self._refresh(batch)
+        self.ctx.mirror.offer({u: v for u, t in batch.touched.items() if (v := user_vector(t.state)) is not None})
+
+    # -- 3. apply ------------------------------------------------------------------------------
+    async def _apply(self, entries: list, items: dict) -> _Batch:
+        """Apply the batch in stream order to the users' states, in memory; collect the item ops.
 
         A user whose events in the batch were all duplicates is touched too: a
         duplicate is almost always a re-delivery after a crash, and Faust writes a
@@ -85,51 +179,108 @@ class InteractionProcessor:
         of everything derived from it. Re-writing the state, re-publishing the list
         and re-offering the vector on the re-delivery closes that gap; without it
         the user's last events could be missing from the changelog for good
-        (found by tests/reliability/test_worker_crash_replay.py).
+        (found by tests/reliability/test_worker_crash_replay.py). Its item ops need
+        no re-sending: they were sent before its state was written.
         """
         cfg = self.ctx.settings.ranking
-        takedowns = self.ctx.takedowns.current()
-        touched: dict[str, Touched] = {}
-        for ev, it in decoded:
+        takedowns = self.ctx.takedowns
+        b = _Batch()
+
+        def state_of(user: str, ev) -> UserState:
+            if user not in b.states:
+                with event_scope(ev):
+                    b.states[user] = (load_state(tables.user_state.get(user)), ev)
+            return b.states[user][0]
+
+        for e in entries:
+            if not isinstance(e, _Event):
+                kind, ev, cmd = e
+                user = cmd["user_id"]
+                if kind == "forget":
+                    old = state_of(user, ev)
+                    b.states[user] = (UserState(forgotten_below=max(int(cmd["below"]), old.forgotten_below)), ev)
+                    b.touched.pop(user, None)
+                    b.forgotten[user] = cmd
+                elif kind == "refresh":
+                    b.refresh[user] = (ev, cmd)
+                else:
+                    log.error("unknown user command %r for %s skipped", kind, user)
+                continue
+            it = e.it
+            state = state_of(it.user_id, e.ev)
+            if e.origin < state.forgotten_below:
+                self.dropped_forgotten += 1  # produced before the user asked to be forgotten
+                continue
+            if it.item_id in takedowns:  # whether or not Milvus has deleted it yet
+                await send_dead_record(e.raw, it.kafka_key(), e.origin_topic, e.origin_partition, e.origin,
+                                       "unknown_item", f"item {it.item_id!r} was taken down")
+                continue
             item = items.get(it.item_id)
             if item is None:
-                await send_dead_letter(ev, "unknown_item", f"item {it.item_id!r} is not in the catalogue")
+                b.parks.append(e)
                 continue
-            if it.user_id in touched:
-                state = touched[it.user_id].state
-            else:
-                with event_scope(ev):
-                    state = load_state(tables.user_state.get(it.user_id))
-            # A taken-down item still marks the event as seen, but teaches nothing.
-            vec = None if it.item_id in takedowns else item.vector
             ratio = watch_ratio(it, self.ctx.cache.duration(it.item_id))
-            with event_scope(ev):  # co-occurrence rows are table writes too
-                applied = ingest_interaction(state, it.event_id, it.item_id, vec, it.type, ratio, it.ts, cfg,
-                                             cooc=self.ctx.cooc, trending=self.ctx.trending)
-            if applied:
+            ops = ingest_user(state, it.event_id, it.item_id, item.vector, it.type, ratio, it.ts, cfg,
+                              self.ctx.cooc)
+            b.states[it.user_id] = (state, e.ev)
+            if ops is not None:
+                b.ops.extend(wire.SourcedOp(e.src, e.offset, op) for op in ops)
                 # The list is tagged with the user's last *applied* event, never a dropped duplicate.
-                touched[it.user_id] = Touched(state, ev, it.event_id, it.ts)
+                b.touched[it.user_id] = Touched(state, e.ev, it.event_id, it.ts)
             else:
                 log.debug("duplicate event %s for %s: state re-written, list re-published", it.event_id, it.user_id)
-                if it.user_id not in touched:
+                if it.user_id not in b.touched:
                     last = next(reversed(state.recent_event_ids), it.event_id)
-                    touched[it.user_id] = Touched(state, ev, last, state.updated_ts or it.ts)
-        self._maybe_snapshot_trending(decoded[-1][0])
-        for user, t in touched.items():
-            with event_scope(t.event):
-                tables.user_state[user] = t.state.to_dict()
-        return touched
+                    b.touched[it.user_id] = Touched(state, e.ev, last, state.updated_ts or it.ts)
+        return b
 
-    def _maybe_snapshot_trending(self, ev) -> None:
-        """Trending is soft state: snapshot it now and then so a restart resumes with it.
+    # -- 4. item ops, 5. states ----------------------------------------------------------------
+    async def _send_item_ops(self, b: _Batch) -> None:
+        n = self.item_partitions
+        per_partition: dict[int, list[wire.SourcedOp]] = defaultdict(list)
+        for s in b.ops:
+            per_partition[partition_for(s.op.item.encode(), n)].append(s)
+        for q, ops in sorted(per_partition.items()):
+            await topics.item_deltas.send(key=None, value=wire.encode_ops(ops), partition=q)
+        now = time.time()
+        for e in b.parks:
+            key = e.it.item_id.encode()
+            await topics.item_commands.send(key=key, partition=partition_for(key, n), value=wire.encode_park(
+                e.raw, e.it.item_id, e.it.user_id, e.it.event_id, e.origin_topic, e.origin_partition, e.origin,
+                e.parked_at or now))
+        if per_partition or b.parks:
+            await app.producer.flush()  # acked by the broker before any state that implies them is written
 
-        Written from inside an event's scope because Faust's table store needs one.
-        """
-        if time.monotonic() - self._last_snapshot < TRENDING_SNAPSHOT_EVERY_S:
+    def _write_states(self, b: _Batch) -> None:
+        for user in {*b.touched, *b.forgotten}:
+            state, ev = b.states[user]
+            with event_scope(ev):
+                tables.user_state[user] = state.to_dict()
+
+    async def _forget(self, forgotten: dict[str, dict]) -> None:
+        """The forgotten users' vectors out of Milvus and their lists tombstoned (their state is already empty)."""
+        mirror = self.ctx.mirror
+        for user in forgotten:
+            mirror.discard(user)
+        await mirror.drain()  # a vector still on its way to Milvus must land before the delete, never after it
+        await until_done("forget users in Milvus", lambda: asyncio.to_thread(self.ctx.users.delete, list(forgotten)),
+                         self.ctx.settings.worker)
+        for user in forgotten:
+            # A null value is a tombstone: compaction removes the user's lists from the topic.
+            await topics.recommendations.send(key=user.encode(), value=None)
+            log.info("forgot user %s", user)
+
+    # -- 6. lists ----------------------------------------------------------------------------
+    async def _replica_caught_up(self) -> None:
+        w = self.ctx.settings.worker
+        if w.item_state_reads != "consistent":
             return
-        with event_scope(ev):
-            tables.trending["snapshot"] = self.ctx.trending.to_dict()
-        self._last_snapshot = time.monotonic()
+        if not await self.ctx.replica.caught_up(timeout=w.item_state_wait_s):
+            t = time.monotonic()
+            if t - self._slow_replica_logged_at >= 60.0:
+                self._slow_replica_logged_at = t
+                log.warning("the item-state replica did not catch up with the log in %.1f s; ranking with what it "
+                            "has (lists may miss other workers' latest events)", w.item_state_wait_s)
 
     async def refresh_lists(self, touched: dict[str, Touched]) -> None:
         """Rank and publish chunk by chunk, so the first users' lists leave before the last are ranked."""
@@ -142,3 +293,37 @@ class InteractionProcessor:
             for user, ranked in group.items():
                 t = todo.pop(user)
                 await self.recommender.publish(user, ranked, t.event_id, t.ts)
+
+    async def _refresh(self, b: _Batch) -> None:
+        """New-content fan-out: refresh the lists of users the batch did not already re-rank."""
+        users: dict[str, UserState] = {}
+        for user, (ev, _) in b.refresh.items():
+            if user in b.touched or user in b.forgotten:
+                continue
+            if user in b.states:
+                state = b.states[user][0]
+            else:
+                with event_scope(ev):
+                    state = load_state(tables.user_state.get(user))
+            if state.n_events:  # a user forgotten since the fan-out asked for them has nothing to refresh
+                users[user] = state
+        if not users:
+            return
+        now = max(b.refresh[u][1]["ts"] for u in users)
+        lists = await until_done("recommend (fan-out)", lambda: self.recommender.lists_for(users, now),
+                                 self.ctx.settings.worker)
+        for user, ranked in lists.items():
+            cmd = b.refresh[user][1]
+            await self.recommender.publish(user, ranked, cmd["event_id"], cmd["ts"])
+
+
+@dataclass
+class _Batch:
+    """What applying one batch produced."""
+
+    states: dict[str, tuple[UserState, object]] = field(default_factory=dict)  # user -> (state, event: table scope)
+    touched: dict[str, Touched] = field(default_factory=dict)  # users who get a list
+    forgotten: dict[str, dict] = field(default_factory=dict)  # user -> forget command
+    refresh: dict[str, tuple[object, dict]] = field(default_factory=dict)  # user -> (event, refresh command)
+    ops: list[wire.SourcedOp] = field(default_factory=list)  # in stream order
+    parks: list[_Event] = field(default_factory=list)  # interactions whose item is not in the catalogue yet

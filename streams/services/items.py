@@ -1,10 +1,17 @@
-"""Item metadata and vectors close at hand: an LRU cache in front of Milvus, and the fresh-upload window."""
+"""Item metadata and vectors close at hand: an LRU cache in front of Milvus, and the fresh-upload window.
+
+The cache is kept coherent across workers by the item-state log: when an
+upload (a re-upload with a new vector included) or a takedown of an item is
+applied to this worker's replica, ``invalidate`` drops the item, and the next
+read fetches it from Milvus again (the upload is in Milvus before its log record
+is written). A fetch already in flight when the item is invalidated is not
+cached, so it cannot put the old row back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -41,9 +48,14 @@ class ItemCache:
         self.max_items = max_items
         self._items: OrderedDict[str, ItemInfo] = OrderedDict()
         self._durations: dict[str, float] = {}
+        self._versions: dict[str, str] = {}  # the upload version an entry was put with (this worker's uploads)
+        self._invalidations = 0
+        self._invalidated_at: dict[str, int] = {}  # item -> value of _invalidations when it was last dropped
         self.hits = self.misses = 0
 
-    def put(self, item: ItemInfo, duration_s: float | None = None) -> None:
+    def put(self, item: ItemInfo, duration_s: float | None = None, version: str | None = None) -> None:
+        if version is not None:
+            self._versions[item.item_id] = version
         self._items[item.item_id] = item
         self._items.move_to_end(item.item_id)
         if duration_s:
@@ -51,6 +63,7 @@ class ItemCache:
         while len(self._items) > self.max_items:
             old, _ = self._items.popitem(last=False)
             self._durations.pop(old, None)
+            self._versions.pop(old, None)
 
     def duration(self, item_id: str) -> float | None:
         return self._durations.get(item_id)
@@ -58,6 +71,17 @@ class ItemCache:
     def drop(self, item_id: str) -> None:
         self._items.pop(item_id, None)
         self._durations.pop(item_id, None)
+        self._versions.pop(item_id, None)
+
+    def invalidate(self, item_id: str, version: str | None) -> None:
+        """The item was uploaded as ``version`` (None: taken down): drop it unless it is that version already."""
+        if version is not None and self._versions.get(item_id) == version:
+            return
+        self.drop(item_id)
+        self._invalidations += 1
+        self._invalidated_at[item_id] = self._invalidations
+        if len(self._invalidated_at) > 4 * max(1, self.max_items):
+            self._invalidated_at.clear()  # only fetches in flight need it; a bounded, rare reset
 
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
         """Known items among ``item_ids`` (unknown ones are simply absent)."""
@@ -73,16 +97,19 @@ class ItemCache:
         self.hits += len(found)
         self.misses += len(missing)
         if missing:
+            before = self._invalidations
             rows = await asyncio.to_thread(self.collection.get, missing)
             for iid, row in rows.items():
                 item = item_from_row(row)
-                self.put(item, row.get("duration_s"))
+                if self._invalidated_at.get(iid, 0) <= before:  # not dropped while the fetch was in flight
+                    self.put(item, row.get("duration_s"))
                 found[iid] = item
         return found
 
 
 class FreshItems:
-    """Recent uploads (id, created_at, creator), newest last, within ``window_s``; seeded from Milvus at start."""
+    """Recent uploads (id, created_at), newest last, within ``window_s``: every worker's built from the
+    uploads in its item-state replica (streams/items/store.py)."""
 
     def __init__(self, window_s: float, max_items: int = 5000) -> None:
         self.window_s = window_s
@@ -103,10 +130,3 @@ class FreshItems:
         out = [(iid, ts) for iid, ts in self._items.items() if ts >= cutoff]
         out.sort(key=lambda x: x[1], reverse=True)
         return out[:n]
-
-    async def seed(self, collection: ItemCollection, n: int) -> None:
-        since_ms = int((time.time() - self.window_s) * 1000)
-        rows = await asyncio.to_thread(collection.fresh, since_ms, n)
-        for row in sorted(rows, key=lambda r: r["created_at"]):
-            self.add(row["item_id"], row["created_at"] / 1000.0)
-        log.info("fresh window seeded with %d items", len(rows))

@@ -104,7 +104,7 @@ class Recommender:
             wanted.update(i for i, _ in cand.cooc)
             wanted.update(hist)
         items = await ctx.cache.get_many(wanted)
-        takedowns = ctx.takedowns.current()
+        takedowns = ctx.takedowns
         # One model for the whole chunk, even if a reload swaps ctx.active meanwhile.
         active = ctx.active
         out: dict[str, RankedList] = {}

@@ -5,6 +5,10 @@ threads, all items go to Triton's ``item_encoder`` in one concurrent burst
 (its dynamic batcher groups them), and Milvus gets one upsert. Bad records,
 media that fails to decode and items Triton rejects are dead-lettered; Triton or
 Milvus being down holds the batch (no ack, no offset commit) until they return.
+
+Once an item is in Milvus, its ``up`` record goes into the item-state log (every
+worker's fresh window and item cache follow it) and ``uploaded`` to the item's
+owner (interactions parked for the item are released).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from encoders.client import ItemInputs, ItemVectors
 from encoders.exceptions import InferenceError, MediaError
 from encoders.media import load_item_media
 from encoders.text import item_text
-from streams import tables, topics
+from streams import topics
+from streams.items import wire
+from streams.items.partitioning import partition_for
 from streams.ranking import ItemInfo
 from streams.records import RecordError, Upload, decode_upload
 from streams.services.context import WorkerContext
@@ -34,6 +40,8 @@ MODALITY_NAMES = ("text", "audio", "video")
 class UploadProcessor:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
+        self.item_partitions = ctx.settings.kafka.item_partitions
+        self.user_partitions = ctx.settings.kafka.topics.interactions.partitions
 
     async def handle(self, events: list) -> None:
         uploads: list[tuple[object, Upload]] = []
@@ -43,7 +51,11 @@ class UploadProcessor:
             except RecordError as exc:
                 await send_dead_letter(ev, exc.stage, exc.reason)
                 continue
-            if up.item_id in tables.takedowns:
+            if ev.message.key != up.kafka_key():
+                await send_dead_letter(ev, "key", f"record key {ev.message.key!r} is not the upload's item_id "
+                                                  f"{up.item_id!r} (key uploads by item_id)")
+                continue
+            if up.item_id in self.ctx.takedowns:
                 log.info("upload of taken-down item %s ignored", up.item_id)
                 continue
             uploads.append((ev, up))
@@ -80,8 +92,12 @@ class UploadProcessor:
                 item_id=up.item_id, creator_id=up.creator_id, title=up.title, vector=vec.fused,
                 created_at=up.created_at, available=True,
                 modality_vectors={m: getattr(vec, m) for m, on in zip(MODALITY_NAMES, vec.mask) if on},
-            ), duration_s=up.duration_s)
-            self.ctx.fresh.add(up.item_id, up.created_at)
+            ), duration_s=up.duration_s, version=up.event_id)
+            key = up.kafka_key()
+            q = partition_for(key, self.item_partitions)
+            await topics.item_deltas.send(key=key, value=wire.encode_up(up.item_id, up.event_id, up.created_at,
+                                                                        up.creator_id), partition=q)
+            await topics.item_commands.send(key=key, value=wire.encode_uploaded(up.item_id), partition=q)
         await self._fan_out(encoded)
 
     async def _media(self, up: Upload):
@@ -131,4 +147,6 @@ class UploadProcessor:
         for user, (score, up) in sorted(closest.items(), key=lambda t: -t[1][0]):  # the closest users first
             request = {"command": "refresh", "user_id": user, "item_id": up.item_id, "event_id": up.event_id,
                        "ts": up.created_at, "similarity": score, "requested_at": now}
-            await topics.user_commands.send(key=user.encode(), value=orjson.dumps(request))
+            key = user.encode()
+            await topics.user_commands.send(key=key, value=orjson.dumps(request),
+                                            partition=partition_for(key, self.user_partitions))

@@ -82,30 +82,43 @@ def _check(doc: dict, out) -> None:
     assert "## Agreement" in text and "latency.png" in text
 
 
-def test_live_eval_on_a_synthetic_log(stack, tmp_path):
+def test_live_eval_with_1_2_and_3_workers_publishes_the_offline_lists(stack, tmp_path):
+    """The same log in lock-step through 1, 2 and 3 workers in one consumer group (same app id per run):
+    every list identical across the three runs and to the offline one-event-batch replay."""
     data = tmp_path / "synthetic"
     _synthetic(data)
-    out = tmp_path / "live"
-    res = CliRunner().invoke(_app(), [
-        "eval", str(data), "--live", "--out", str(out), "--cache-dir", str(tmp_path / "vec"), "--event-timeout", "30",
-    ])
-    assert res.exit_code == 0, res.output
-    doc = orjson.loads((out / "summary.json").read_bytes())
-    assert doc["dataset"]["replayed_interactions"] == 300
-    assert doc["live"]["uploads"] == 40
-    assert doc["protocol"]["test_interactions"] == 60
-    _check(doc, out)
-    # The eval worker's topics (its own and Faust's changelogs) are deleted afterwards.
-    from streams.kafka.admin import admin_client
-    from streams.settings import Settings
+    lists = {}
+    for n in (1, 2, 3):
+        out = tmp_path / f"live-{n}"
+        res = CliRunner().invoke(_app(), [
+            "eval", str(data), "--live", "--workers", str(n), "--out", str(out),
+            "--cache-dir", str(tmp_path / "vec"), "--event-timeout", "30",
+        ])
+        assert res.exit_code == 0, res.output
+        doc = orjson.loads((out / "summary.json").read_bytes())
+        assert doc["live"]["workers"] == n
+        assert doc["dataset"]["replayed_interactions"] == 300
+        assert doc["live"]["uploads"] == 40
+        assert doc["protocol"]["test_interactions"] == 60
+        _check(doc, out)
+        # Consistent item state across workers: the lists are the offline ones, whichever worker owns the user.
+        assert doc["agreement"]["live_vs_hybrid_as_live"]["identical"] == 1.0, doc["agreement"]
+        lists[n] = orjson.loads((out / "lists.json").read_bytes())
+        assert len(lists[n]) == 300  # one list per interaction (lock-step)
+        # The eval workers' topics (their own and Faust's changelogs) are deleted afterwards.
+        from streams.kafka.admin import admin_client
+        from streams.settings import Settings
 
-    admin = admin_client(Settings().kafka)
-    try:
-        left = [t for t in admin.list_topics()
-                if t.startswith((doc["live"]["topic_prefix"], doc["live"]["worker_app_id"] + "-"))]
-    finally:
-        admin.close()
-    assert left == []
+        admin = admin_client(Settings().kafka)
+        try:
+            left = [t for t in admin.list_topics()
+                    if t.startswith((doc["live"]["topic_prefix"], doc["live"]["worker_app_id"] + "-"))]
+        finally:
+            admin.close()
+        assert left == []
+    for n in (2, 3):
+        differ = [e for e in lists[1] if lists[n].get(e) != lists[1][e]]
+        assert not differ, f"{len(differ)} of {len(lists[1])} lists differ between 1 and {n} workers, e.g. {differ[:3]}"
 
 
 @pytest.mark.shared_data

@@ -137,13 +137,12 @@ def test_tail_prints_the_users_recommendations(stack, settings, unique, cli):
     assert "item-a (0.875, similar to item-x)" in lines[0] and "item-z (0.500)" in lines[0]
     assert bob not in result.output
 
-    # All users; an undecodable record is reported, not fatal; --timeout ends the tail.
-    t0 = time.monotonic()
+    # All users; an undecodable record is reported, not fatal; --timeout ends the tail (it returns at all:
+    # without the timeout the tail follows the topic for ever, and pytest's own timeout fails the test).
     result = invoke(cli, "tail", "recommendations", "--topic", topic, "--from-beginning", "--timeout", "3")
     assert result.exit_code == 0, result.output
     assert sum(1 for ln in result.stdout.splitlines() if ln.startswith(bob)) == 2
     assert "not-json-user: undecodable" in result.stderr
-    assert time.monotonic() - t0 < 30
 
 
 def test_replay_publishes_a_dataset_in_time_order(stack, settings, unique, tmp_path, cli):
@@ -159,16 +158,15 @@ def test_replay_publishes_a_dataset_in_time_order(stack, settings, unique, tmp_p
     # Gaps of 100 s at --speed 50 would be 2 s each; --max-gap 0.3 caps them.
     (d / "u.data").write_text("1\t1\t5\t1000\n1\t2\t3\t1100\n2\t1\t1\t1200\n2\t2\t4\t1300\n", encoding="latin-1")
 
-    t0 = time.monotonic()
     result = invoke(
         cli, "replay", "movielens", str(d), "--speed", "50", "--max-gap", "0.3",
         "--uploads-topic", up_topic, "--interactions-topic", int_topic,
     )  # fmt: skip
-    elapsed = time.monotonic() - t0
     assert result.exit_code == 0, result.output
     assert "2 uploads" in result.stdout and "4 interactions" in result.stdout and "failed 0" in result.stdout
     # 6 events, gaps 1, 99, 1, 100, 100 s -> slept 0.02 + 0.3 + 0.02 + 0.3 + 0.3 (uncapped: 4 s more).
-    assert 0.9 <= elapsed < 4.5
+    # The schedule is checked, not the wall clock (a busy machine only sleeps longer).
+    assert "paced 0.94 s of gaps" in result.stdout
     ups = consume_all(settings, up_topic, 2)
     ints = consume_all(settings, int_topic, 4)
     assert sorted(m.key for m in ups) == [b"ml:1", b"ml:2"]

@@ -47,7 +47,9 @@ def latest_list(records, user: str):
 @pytest.fixture(scope="module")
 def worker(stack, tmp_path_factory):
     unique = "e2e" + uuid.uuid4().hex[:8]
-    w = WorkerProcess(worker_env(unique), tmp_path_factory.mktemp("worker") / "worker.log")
+    # An interaction naming an unknown item is parked until its upload; here it gives up after 2 s.
+    env = worker_env(unique, {"AVREC_WORKER__PARK_MAX_WAIT_S": "2", "AVREC_WORKER__ITEM_TICK_S": "0.5"})
+    w = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
     w.start()
     yield w
     w.stop()
@@ -148,6 +150,9 @@ def test_bad_events_are_dead_lettered_and_the_worker_keeps_going(worker, catalog
     originals = {decode_dead_letter(r.value).original_bytes() for r in letters}
     assert {v for _, v in bad} <= originals
     assert any("future" in decode_dead_letter(r.value).error for r in letters)
+    unknown = [decode_dead_letter(r.value) for r in letters if decode_dead_letter(r.value).stage == "unknown_item"]
+    assert "'nope' is not in the catalogue after 2 s" in unknown[0].error
+    assert unknown[0].topic == worker.settings.kafka.topics.interactions.name  # where it came from, not the parking
     poll_until(recs, lambda rs: (r := latest_list(rs, user)) is not None and r.source_event_id == good["event_id"],
                60, worker)
     # Media that may not be read is dead-lettered at the media stage, with the reason.
@@ -206,14 +211,24 @@ def test_forget_me_removes_state_vector_and_lists(worker, catalogue):
         time.sleep(0.3)
     assert client.get(users, ids=[user]) == []
     client.close()
-    # The state table's changelog carries a tombstone for the user.
+    # The state table's changelog now holds an empty state for the user: nothing of theirs is left but
+    # the mark of where their erased events end (which drops those still on their way).
     from kafka import KafkaConsumer
+
+    from streams.ranking import UserState
 
     s = worker.settings
     changelog = KafkaConsumer(f"{s.app_id}-user-state-changelog", **s.kafka.kafka_python_config(),
                               auto_offset_reset="earliest", enable_auto_commit=False)
-    recs = poll_until(changelog, lambda rs: any(r.key == orjson.dumps(user) and r.value is None for r in rs), 30)
-    assert recs
+
+    def forgotten(rs):
+        mine = [r for r in rs if r.key == orjson.dumps(user)]
+        return bool(mine) and mine[-1].value is not None and orjson.loads(mine[-1].value).get("forgotten_below", -1) > 0
+
+    recs = poll_until(changelog, forgotten, 30)
+    last = UserState.from_dict(orjson.loads([r for r in recs if r.key == orjson.dumps(user)][-1].value))
+    assert (last.n_events, last.sum_vec, last.history, list(last.seen), list(last.hidden), list(last.recent_event_ids)) \
+        == (0, None, [], [], [], [])
     changelog.close()
     consumer.close()
 

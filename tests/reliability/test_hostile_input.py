@@ -591,6 +591,8 @@ def worker(stack, media, tmp_path_factory):
         "AVREC_ENCODERS__MEDIA_HOSTS": orjson.dumps([f"127.0.0.1:{media['port']}"]).decode(),
         "AVREC_ENCODERS__MEDIA_MAX_BYTES": str(MEDIA_MAX_BYTES),
         "AVREC_ENCODERS__MEDIA_TIMEOUT_S": "5",
+        # Interactions naming an unknown item are parked for their upload; these never come.
+        "AVREC_WORKER__PARK_MAX_WAIT_S": "3", "AVREC_WORKER__ITEM_TICK_S": "0.5",
     })
     w = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log")
     w.start()

@@ -24,9 +24,10 @@ WORKER_DOCKERFILE = ROOT / "Dockerfile"
 TRITON_DOCKERFILE = ROOT / "deploy" / "docker" / "triton.Dockerfile"
 DEPLOY_README = ROOT / "deploy" / "docker" / "README.md"
 
-REQUIRED_SERVICES = {"kafka", "kafka-init", "triton", "etcd", "minio", "milvus", "attu", "worker"}
+WORKERS = ("worker-0", "worker-1")  # replicas of one app id, one consumer group
+REQUIRED_SERVICES = {"kafka", "kafka-init", "triton", "etcd", "minio", "milvus", "attu", *WORKERS}
 # Long-running services allowed to go without a healthcheck: nothing waits on them.
-NO_HEALTHCHECK_OK = {"attu", "worker"}
+NO_HEALTHCHECK_OK = {"attu", *WORKERS}
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}, ${NAME:+alt}, ${NAME+alt}
@@ -354,8 +355,9 @@ def test_attu_console(services: dict) -> None:
 # ----------------------------------------------------------------- worker ---
 
 
-def test_worker_service(services: dict) -> None:
-    worker = services["worker"]
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_service(services: dict, name: str) -> None:
+    worker = services[name]
     assert command_list(worker) == ["avrec", "worker"]
     assert worker["restart"] == "unless-stopped"
     deps = depends(worker)
@@ -364,9 +366,10 @@ def test_worker_service(services: dict) -> None:
     assert deps["milvus"] == "service_healthy"
 
 
-def test_worker_env_points_at_compose_services(services: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_env_points_at_compose_services(services: dict, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The worker's env, read by the real Settings, reaches the services by their compose names."""
-    worker = services["worker"]
+    worker = services[name]
     env = resolved_env(worker)
     assert all(k.startswith("AVREC_") for k in env)
     for key, value in env.items():
@@ -385,8 +388,27 @@ def test_worker_env_points_at_compose_services(services: dict, monkeypatch: pyte
     assert str(s.stack.state_dir) in state, "Faust's RocksDB state must be on a volume"
 
 
+def test_worker_replicas_share_an_app_id_and_nothing_else_on_disk(services: dict,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One consumer group (same app id) across the replicas; one data directory and volume per replica."""
+    seen = []
+    for name in WORKERS:
+        env = resolved_env(services[name])
+        for key in list(env):
+            monkeypatch.delenv(key, raising=False)
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            s = Settings()
+        state = {target: src for src, target, _ in mounts(services[name])}[str(s.stack.state_dir)]
+        seen.append((s.app_id, s.worker.replica, str(s.faust_datadir), state))
+    app_ids, replicas, dirs, volumes = zip(*seen)
+    assert len(set(app_ids)) == 1
+    assert len(set(replicas)) == len(set(dirs)) == len(set(volumes)) == len(WORKERS), seen
+
+
 def test_worker_milvus_token_matches_root_password(services: dict) -> None:
-    token = env_of(services["worker"])["AVREC_MILVUS__TOKEN"]
+    token = env_of(services["worker-0"])["AVREC_MILVUS__TOKEN"]
     password = env_of(services["milvus"])["COMMON_SECURITY_DEFAULTROOTPASSWORD"]
     assert token == f"root:{password}"
 
@@ -444,7 +466,7 @@ def test_named_volumes_declared(compose: dict, services: dict) -> None:
 
 def test_build_paths_exist(services: dict) -> None:
     built = {name: svc["build"] for name, svc in services.items() if "build" in svc}
-    assert {"triton", "worker"} <= set(built)
+    assert {"triton", *WORKERS} <= set(built)
     for name, build in built.items():
         if isinstance(build, str):
             build = {"context": build}

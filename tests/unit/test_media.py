@@ -389,18 +389,15 @@ def test_http_streamed_body_too_large(http_server):
 
 
 def test_http_slow_server_times_out(http_server):
-    started = time.monotonic()
+    # The error is the deadline's, not the server's answer (no wall-clock bound: a busy CI machine is slow).
     with pytest.raises(MediaFetchError, match="timed out"):
         _resolver([], hosts=["127.0.0.1"], timeout_s=0.3).fetch(f"{http_server}/slow-headers")
-    assert time.monotonic() - started < 1.4
 
 
 def test_http_trickling_body_hits_overall_deadline(http_server):
     # Each byte arrives well inside the per-read timeout; the total does not.
-    started = time.monotonic()
     with pytest.raises(MediaFetchError, match="exceeded 0.5s"):
         _resolver([], hosts=["127.0.0.1"], timeout_s=0.5).fetch(f"{http_server}/trickle")
-    assert time.monotonic() - started < 1.5
 
 
 def test_http_connection_refused_is_fetch_error():

@@ -165,7 +165,7 @@ async def test_each_list_carries_the_version_of_the_model_that_ranked_it():
         settings=SimpleNamespace(ranking=cfg, model_version="hybrid-v1", worker=SimpleNamespace(search_chunk=8)),
         fresh=SimpleNamespace(recent=lambda now, n: []), trending=new_trending(cfg), cooc=cooc,
         items=SimpleNamespace(search_ids=lambda vectors, k: [[] for _ in vectors]), cache=Cache(),
-        takedowns=SimpleNamespace(current=lambda: frozenset()), active=ActiveRanker.of("hybrid-v1", good),
+        takedowns=frozenset(), active=ActiveRanker.of("hybrid-v1", good),
     )
     state = UserState()
     apply_interaction(state, "e1", "i0", items["i0"].vector, "like", None, 1.0, cfg)
