@@ -129,6 +129,38 @@ def topic_volumes(settings: Settings, names: list[str]) -> dict[str, dict[str, i
     return out
 
 
+def replica_cost(settings: Settings, n_events: int) -> dict | None:
+    """CPU ms per interaction that every worker's replica spends applying the run's item-deltas log
+    (the part of a worker's cost that grows with the whole cluster's event rate, not its own share)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.items.store import ItemStore
+
+    topic = f"{settings.app_id}-item-deltas"
+    consumer = KafkaConsumer(**settings.kafka.kafka_python_config(), enable_auto_commit=False,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not tps:
+            return None  # a worker without the item-state log (the code before it)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records = []
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for tp, recs in consumer.poll(timeout_ms=500, max_records=20_000).items():
+                records.extend((tp.partition, r.offset, r.value) for r in recs)
+    finally:
+        consumer.close()
+    store = ItemStore(settings.ranking, settings.kafka.item_partitions)
+    t0 = time.process_time()
+    for p, off, value in records:
+        store.apply(p, off, value)
+    cpu = time.process_time() - t0
+    return {"records": len(records), "ops": store.ops_applied + store.ops_skipped,
+            "cpu_ms_per_interaction": round(cpu * 1e3 / max(1, n_events), 4)}
+
+
 def run(n_workers: int, records: list[tuple[bytes, bytes]], base_env: dict, log_dir: Path, tag: str,
         timeout_s: float) -> dict:
     from kafka import KafkaProducer
@@ -174,6 +206,7 @@ def run(n_workers: int, records: list[tuple[bytes, bytes]], base_env: dict, log_
                        or t.startswith(f"{s.app_id}-"))
         admin.close()
         vol = topic_volumes(s, names)
+        replica = replica_cost(s, len(records))
         n = len(records)
         per_topic = {t.removeprefix(s.kafka.topic_prefix).removeprefix(f"{s.app_id}-"): {
             "records_per_interaction": round(v["records"] / n, 3),
@@ -185,6 +218,7 @@ def run(n_workers: int, records: list[tuple[bytes, bytes]], base_env: dict, log_
             "events_per_s": round(n / wall, 1),
             "cpu_ms_per_event": ms, "workers_cpu_ms_per_event": round(worker_ms, 3),
             "all_cpu_ms_per_event": round(sum(ms.values()), 3),
+            "replica_apply": replica,
             "topics": per_topic,
             "produced_by_workers": {
                 "records_per_interaction": round(sum(v["records_per_interaction"] for v in produced.values()), 3),

@@ -365,7 +365,7 @@ class Settings(BaseSettings):
     def _follow_local_stack(self) -> "Settings":
         """Clients follow the local stack's ports unless their address is set explicitly.
 
-        So ``AVREC_STACK__KAFKA_PORT=39092`` alone moves both the broker and every
+        So ``AVREC_STACK__KAFKA_PORT=29092`` alone moves both the broker and every
         client; ``AVREC_KAFKA__BOOTSTRAP_SERVERS`` still wins when given.
         """
         st = self.stack

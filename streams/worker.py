@@ -41,12 +41,6 @@ def run_worker(loglevel: str = "info") -> None:
     # Faust creates only the last level of its data dir (RocksDB state lives there).
     Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
-    # avrec's own topics exist, and every keyed topic has the partition count the state is split by,
-    # before the worker joins the group (the input topics are the deployment's: see docs/EVENTS.md).
-    from streams.kafka.admin import check_partition_counts, ensure_topics
-
-    ensure_topics(settings.kafka, settings.internal_topics())
-    check_partition_counts(settings.kafka, [settings.kafka.topics.interactions, *settings.internal_topics()])
     # Faust reads --loop only when `faust` is first imported, which happened long
     # before this point (streams.app), so the option alone leaves asyncio's own loop
     # in place (py-spy showed asyncio's selector loop under the "uvloop" worker).
@@ -62,6 +56,13 @@ def run_worker(loglevel: str = "info") -> None:
 
     if settings.ranking.fusion == "learned" and settings.ranking.ranker_path:
         LinearRanker.load(settings.ranking.ranker_path)
+    # After the local checks (they need no services), before the worker joins the group:
+    # avrec's own topics exist, and every keyed topic has the partition count the state is
+    # split by (the input topics are the deployment's: see docs/EVENTS.md).
+    from streams.kafka.admin import check_partition_counts, ensure_topics
+
+    ensure_topics(settings.kafka, settings.internal_topics())
+    check_partition_counts(settings.kafka, [settings.kafka.topics.interactions, *settings.internal_topics()])
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel, "--without-web"]
     app.main()

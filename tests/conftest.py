@@ -1,7 +1,11 @@
 """Shared fixtures: one real local stack per test session, fresh names per test.
 
 The test stack runs on its own ports and state dir (``.stack-test/``) so that a
-developer's ``make run`` stack on the default ports is never touched. Settings
+developer's ``make run`` stack on the default ports is never touched. The ports lie
+below Linux's ephemeral range (32768-60999): the outage tests stop a server while
+clients keep reconnecting to it, and a client's connect to a dead port inside that
+range can pick the port itself as its source and connect to itself, holding the
+port so that the restart fails with "address in use". Settings
 travel through the environment, so worker subprocesses started by tests see the
 same stack.
 
@@ -22,12 +26,12 @@ SHARED_DATA = Path(os.environ.get("AVREC_TEST_SHARED_DATA", PROJECT_ROOT.parent 
 
 _TEST_ENV = {
     "AVREC_STACK__STATE_DIR": str(PROJECT_ROOT / ".stack-test"),
-    "AVREC_STACK__KAFKA_PORT": "39092",
-    "AVREC_STACK__KAFKA_CONTROLLER_PORT": "39093",
-    "AVREC_STACK__TRITON_HTTP_PORT": "38000",
-    "AVREC_STACK__TRITON_GRPC_PORT": "38001",
-    "AVREC_STACK__TRITON_METRICS_PORT": "38002",
-    "AVREC_STACK__MILVUS_PORT": "39530",
+    "AVREC_STACK__KAFKA_PORT": "29092",
+    "AVREC_STACK__KAFKA_CONTROLLER_PORT": "29093",
+    "AVREC_STACK__TRITON_HTTP_PORT": "28000",
+    "AVREC_STACK__TRITON_GRPC_PORT": "28001",
+    "AVREC_STACK__TRITON_METRICS_PORT": "28002",
+    "AVREC_STACK__MILVUS_PORT": "29530",
     "AVREC_STACK__KAFKA_HEAP": "512m",
 }
 for _k, _v in _TEST_ENV.items():

@@ -54,6 +54,32 @@ def port_owner(port: int) -> str:
     return "another process"
 
 
+def ephemeral_port_range() -> tuple[int, int] | None:
+    """The kernel's range for clients' source ports (Linux), or None where unknown."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return None
+
+
+def ephemeral_hint(port: int) -> str:
+    """Why a server port inside the ephemeral range is fragile, or '' when it is outside it.
+
+    A client that keeps reconnecting to a stopped server on such a port can be given
+    that very port as its source and connect to itself (TCP simultaneous open); it then
+    holds the port, and the server's restart fails with "address in use".
+    """
+    rng = ephemeral_port_range()
+    if rng is None or not rng[0] <= port <= rng[1]:
+        return ""
+    return (
+        f" Port {port} lies in this machine's ephemeral range ({rng[0]}-{rng[1]}), where a "
+        "client retrying a stopped server can connect to itself and hold the port; "
+        f"pick a port below {rng[0]}."
+    )
+
+
 def check_port_free(host: str, port: int, setting: str) -> None:
     """Raise :class:`PortInUse` with a fix if ``host:port`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -66,6 +92,7 @@ def check_port_free(host: str, port: int, setting: str) -> None:
             raise PortInUse(
                 f"port {port} on {host} is in use by {port_owner(port)} ({exc.strerror}). "
                 f"Stop that process, or move avrec to a free port with {setting}=<port>."
+                + ephemeral_hint(port)
             ) from None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local.exceptions import AlreadyRunning, ExitedDuringStartup, NotReady
-from deploy.local.process import ManagedProcess, check_port_free
+from deploy.local.process import ManagedProcess, check_port_free, ephemeral_hint
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class LocalService(ABC):
             )
         for spec in self.ports():
             check_port_free(self.stack.host, spec.port, spec.setting)
+            if hint := ephemeral_hint(spec.port):
+                log.warning("%s: %s (%s).", self.name, hint.strip(), spec.setting)
         self.prepare()
         self.process.start(self.argv(), cwd=self.dir)
 

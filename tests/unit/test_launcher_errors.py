@@ -9,7 +9,7 @@ import pytest
 
 from deploy.local.exceptions import DownloadFailed, MissingDependency, PortInUse
 from deploy.local.kafka_broker import KafkaBroker, java_binary
-from deploy.local.process import check_port_free
+from deploy.local.process import check_port_free, ephemeral_hint, ephemeral_port_range
 from streams.settings import Settings
 
 
@@ -47,3 +47,22 @@ def test_busy_port_names_the_setting_to_change():
         port = s.getsockname()[1]
         with pytest.raises(PortInUse, match="AVREC_STACK__MILVUS_PORT"):
             check_port_free("127.0.0.1", port, "AVREC_STACK__MILVUS_PORT")
+
+
+@pytest.mark.skipif(ephemeral_port_range() is None, reason="needs Linux's ip_local_port_range")
+def test_a_client_connected_to_itself_holds_the_port_and_the_error_says_why():
+    """The outage tests' restart failures: a client retrying a stopped server whose port lies in
+    the ephemeral range is handed that port as its source and connects to itself."""
+    low, high = ephemeral_port_range()
+    with socket.socket() as probe:  # a port the kernel would hand out as a source port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert low <= port <= high
+    with socket.socket() as client:
+        client.bind(("127.0.0.1", port))
+        client.connect(("127.0.0.1", port))  # TCP simultaneous open: it is connected to itself
+        assert client.getpeername() == client.getsockname()
+        with pytest.raises(PortInUse, match="ephemeral range") as err:
+            check_port_free("127.0.0.1", port, "AVREC_STACK__KAFKA_PORT")
+        assert f"below {low}" in str(err.value)
+    assert ephemeral_hint(low - 1) == ""
