@@ -197,12 +197,7 @@ class ManagedProcess:
             # The leader is gone, but its children may linger (a failed start): kill them too.
             recorded = self._recorded_pid()
             if recorded is not None:
-                for child in self._group_leftovers(recorded):
-                    log.warning("%s: killing leftover process %d of a dead server", self.name, child)
-                    try:
-                        os.kill(child, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                self._kill_leftovers(recorded, grace_s=0.0)
             self.pid_file.unlink(missing_ok=True)
             return False
         self._signal_group(pid, signal.SIGTERM)
@@ -216,8 +211,25 @@ class ManagedProcess:
                 if not pid_alive(pid):
                     break
                 time.sleep(0.1)
+        # tritonserver that gives up on its own exit timeout ("Exiting immediately") leaves its
+        # Python stubs running, orphaned, with a model's memory each: they go with it.
+        self._kill_leftovers(pid, grace_s=2.0)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    def _kill_leftovers(self, pgid: int, grace_s: float) -> None:
+        """SIGKILL what is left of the group once its leader is gone, after ``grace_s`` to exit alone."""
+        deadline = time.monotonic() + grace_s
+        leftovers = self._group_leftovers(pgid)
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.1)
+            leftovers = self._group_leftovers(pgid)
+        for child in leftovers:
+            log.warning("%s: killing leftover process %d of a stopped server", self.name, child)
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:

@@ -42,3 +42,30 @@ def test_start_and_stop_a_live_process(tmp_path):
     assert proc.pid() == pid and proc.running()
     assert proc.stop(timeout_s=5) is True
     assert not pid_alive(pid) and not proc.pid_file.exists()
+
+
+def test_stop_kills_children_that_outlive_a_leader_stopping_on_sigterm(tmp_path):
+    """tritonserver on SIGTERM: it exits after its own exit timeout, and its Python stubs,
+    which ignore the signal, were left running, orphaned, with a model's memory each."""
+    child_pid_file = tmp_path / "child.pid"
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    script = (
+        "import subprocess, sys, pathlib, time;"
+        f"p = subprocess.Popen([sys.executable, '-c', {stubborn!r}, '{tmp_path}']);"
+        f"pathlib.Path('{child_pid_file}').write_text(str(p.pid));"
+        "time.sleep(120)"
+    )
+    proc = ManagedProcess("svc", tmp_path / "svc", marker=str(tmp_path))
+    leader = proc.start([sys.executable, "-c", script, str(tmp_path)])
+    deadline = time.monotonic() + 10
+    while not child_pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(child_pid_file.read_text())
+    time.sleep(0.3)  # the child has set its handler
+    assert proc.stop(timeout_s=5) is True
+    assert not pid_alive(leader)
+    for _ in range(50):
+        if not pid_alive(child):
+            break
+        time.sleep(0.05)
+    assert not pid_alive(child)
