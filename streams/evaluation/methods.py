@@ -6,8 +6,8 @@ afterwards through ``observe``. All of them filter what the user has already
 interacted with or hidden (the hybrid's own rule), so none wins by repeating
 items the protocol can never count as hits.
 
-``Hybrid`` builds its candidates exactly as ``streams/services/recommender.py``
-does, with one substitution: the ANN source is an exact NumPy top-N over the
+``Hybrid`` gathers its candidates with the live worker's own
+``streams.ranking.gather_candidates``, with one substitution: the ANN source is an exact NumPy top-N over the
 uploaded items instead of a Milvus search (Milvus returns the same neighbours up
 to its index's recall, which is ~1 at a few thousand items). Like Milvus, that
 search does not know what the user has seen: seen items come back and are
@@ -24,7 +24,8 @@ import numpy as np
 
 from streams.evaluation.dataset import Event
 from streams.evaluation.state import Catalogue, CoreState, excluded
-from streams.ranking import Candidates, RankingSettings, event_weight, history_ids, recommend, user_vector
+from streams.ranking import (Candidates, RankingSettings, event_weight, gather_candidates, history_ids,
+                            recommend, user_vector)
 from streams.ranking.item_regression import ItemRegression, ease_weights
 from streams.ranking.learned import (FeatureContext, LinearRanker, fit_item_regression, learned_scores,
                                     training_example)
@@ -373,13 +374,7 @@ class Hybrid(_Base):
             ann = [(cat.ids[idx[j]], float(sims[j])) for j in best]
         fresh = cat.fresh(now, cfg.fresh_candidates, cfg.fresh_window_s)
         trending = self.core.trending.top(cfg.trending_candidates, now)
-        hist = history_ids(state)
-        # The recency weighting is this method's own (a state may be shared with other settings).
-        cooc = self.core.cooc.score_candidates_explained(
-            hist, cfg.cooc_candidates, recency_half_life=cfg.cooc_recency_half_life,
-            score_window=cfg.cooc_score_window or cfg.cooc_window) if hist else []
-        return Candidates(ann=ann, cooc=[(j, s) for j, s, _ in cooc], fresh=fresh, trending=trending,
-                          cooc_via={j: h for j, _, h in cooc})
+        return gather_candidates(state, self.core.cooc, cfg, ann, fresh, trending)
 
     def _features(self, user: str, now: float) -> FeatureContext:
         return FeatureContext(self.core.users.get(user), self.core.cooc, self.core.trending, self.cat.infos, now)

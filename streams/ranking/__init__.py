@@ -5,11 +5,12 @@ evaluation call the same functions with the same ``RankingSettings``, so what is
 measured offline is what runs live.
 
 Typical flow per interaction: ``ingest_interaction(state, ...)``; per list:
-gather ``Candidates`` (ANN search with ``user_vector(state)``,
-``cooc.score_candidates_explained(history_ids(state), ...)``, fresh uploads,
-``trending.top(...)``) and call ``recommend(...)``.
+``gather_candidates(state, cooc, cfg, ann, fresh, trending)`` (the ANN hits of
+``user_vector(state)``, fresh uploads and ``trending.top(...)`` from the caller)
+and call ``recommend(...)``.
 """
 
+from streams.ranking.candidates import gather_candidates
 from streams.ranking.config import EVENT_TYPES, SOURCES, EventWeights, RankingSettings, SourceWeights
 from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError, StateFormatError
@@ -43,6 +44,7 @@ __all__ = [
     "apply_interaction",
     "event_weight",
     "explain_sources",
+    "gather_candidates",
     "history_ids",
     "ingest_interaction",
     "new_cooccurrence",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams import topics
-from streams.ranking import Candidates, RecommendedItem, UserState, history_ids, recommend, user_vector
+from streams.ranking import (Candidates, RecommendedItem, UserState, gather_candidates, history_ids, recommend,
+                            user_vector)
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
@@ -93,16 +94,11 @@ class Recommender:
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
         for user, state in users.items():
-            hist = history_ids(state)
-            cooc = ctx.cooc.score_candidates_explained(hist, cfg.cooc_candidates) if hist else []
-            cand = Candidates(
-                ann=ann.get(user, []), cooc=[(j, s) for j, s, _ in cooc], fresh=fresh, trending=trending,
-                cooc_via={j: h for j, _, h in cooc},
-            )
+            cand = gather_candidates(state, ctx.cooc, cfg, ann.get(user, []), fresh, trending)
             per_user[user] = cand
             wanted.update(i for i, _ in cand.ann)
             wanted.update(i for i, _ in cand.cooc)
-            wanted.update(hist)
+            wanted.update(history_ids(state))
         items = await ctx.cache.get_many(wanted)
         takedowns = ctx.takedowns
         # One model for the whole chunk, even if a reload swaps ctx.active meanwhile.
