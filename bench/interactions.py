@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cpu_meter import CpuMeter, stack_pids  # noqa: E402
 from bench.pacing import paced  # noqa: E402
+from bench.report import emit  # noqa: E402
 from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.settings import TopicSpec  # noqa: E402
 from streams.vectors.collections import ItemCollection  # noqa: E402
@@ -322,11 +323,7 @@ def main() -> None:
         result[f"naive_{users}"] = run_worker_mode(f"naive-{users}", mode_env(unique, f"n{users}", NAIVE), args,
                                                    users, log_dir, base_env, rng)
     result["ratios"] = ratios(result, user_counts[0])
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text)
-    sys.stdout.write(text + "\n")
+    emit(result, args.json_out)
     if args.catalogue:
         # Keep the catalogue for the next run; drop only the per-run users collection.
         client = milvus_client(probe.settings.milvus)

@@ -41,6 +41,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from streams.ranking import RankingSettings, UserState, ingest_interaction, new_cooccurrence, new_trending  # noqa: E402
 
 log = logging.getLogger("bench.memory")
@@ -262,11 +263,7 @@ def main() -> None:
     if "worker" in parts:
         result["worker"] = worker_part(args, rng)
     result["loadavg_end"] = os.getloadavg()[0]
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text)
-    sys.stdout.write(text + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

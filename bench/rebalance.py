@@ -41,6 +41,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import emit  # noqa: E402
 from bench.scaleout import committed_total, load_items  # noqa: E402
 from streams.items.partitioning import partition_for  # noqa: E402
 from streams.kafka.admin import wait_group_stable  # noqa: E402
@@ -180,11 +181,7 @@ def main() -> None:
             scale = 100_000 / r["users"]
             r["per_100k_users"] = {"changelog_bytes": int(r["changelog_bytes"] * scale),
                                    "rebalance_and_recovery_s_measured": r["survivor"]["rebalance_and_recovery_s"]}
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text)
-    sys.stdout.write(text + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu_meter import CpuMeter, stack_pids  # noqa: E402
+from bench.report import emit  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
 
@@ -269,11 +270,7 @@ def main() -> None:
     for n in (int(x) for x in args.workers.split(",")):
         result["runs"].append(run(n, records, base_env, log_dir, tag, args.timeout_s))
         sys.stderr.write(json.dumps(result["runs"][-1]) + "\n")
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text)
-    sys.stdout.write(text + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

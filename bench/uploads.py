@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pacing import paced  # noqa: E402
+from bench.report import emit  # noqa: E402
 from streams.vectors.milvus import milvus_client  # noqa: E402
 from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
 
@@ -348,11 +349,7 @@ def main() -> None:
         if not args.keep:
             worker.drop_collections()
     result["loadavg_end"] = os.getloadavg()[0]
-    text_out = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text_out)
-    sys.stdout.write(text_out + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

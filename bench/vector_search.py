@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from pymilvus import DataType, MilvusClient  # noqa: E402
 
+from bench.report import emit  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.vectors.collections import MAX_ROWS_PER_CALL  # noqa: E402
 from streams.vectors.milvus import milvus_client  # noqa: E402
@@ -239,11 +240,7 @@ def main() -> None:
         if args.json_out:  # partial results survive a later failure
             Path(args.json_out).write_text(json.dumps(result, indent=2))
     result["loadavg_end"] = os.getloadavg()[0]
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text)
-    sys.stdout.write(text + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":
