@@ -161,11 +161,14 @@ class InteractionProcessor:
             return
         with stats.stage("replica"):
             await self._replica_caught_up()
+        misses = self.ctx.cache.misses
         with stats.stage("lists"):
             if batch.touched:
                 await self.refresh_lists(batch.touched)
             if batch.refresh:
                 await self._refresh(batch)
+        stats.count("lists", len(batch.touched))
+        stats.count("item fetches", self.ctx.cache.misses - misses)  # cold cache: rows read from Milvus
         self.ctx.mirror.offer({u: v for u, t in batch.touched.items() if (v := user_vector(t.state)) is not None})
 
     # -- 3. apply ------------------------------------------------------------------------------
