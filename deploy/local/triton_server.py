@@ -117,9 +117,10 @@ class TritonServer(LocalService):
             f"--metrics-address={s.host}", f"--metrics-port={s.triton_metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--strict-readiness=true", "--exit-on-error=true", "--log-verbose=0",
-            # On SIGTERM Triton drains in-flight requests for --exit-timeout-secs (30 by
-            # default). A worker that keeps sending keeps it busy for all of it, the same
-            # 30 s our stop waits before SIGKILL; drain for a third of that instead.
+            # On SIGTERM Triton waits for open HTTP connections and in-flight requests for
+            # --exit-timeout-secs (30 by default): one client's idle keep-alive connection
+            # holds it there all that time, our stop's whole wait before SIGKILL. Drain for
+            # a third of it instead.
             f"--exit-timeout-secs={max(1, int(s.stop_timeout_s / 3))}",
         ]
 

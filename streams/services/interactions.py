@@ -315,6 +315,7 @@ class InteractionProcessor:
         now = max(b.refresh[u][1]["ts"] for u in users)
         lists = await until_done("recommend (fan-out)", lambda: self.recommender.lists_for(users, now),
                                  self.ctx.settings.worker)
+        self.stats.count("fan-out lists", len(lists))
         for user, ranked in lists.items():
             cmd = b.refresh[user][1]
             await self.recommender.publish(user, ranked, cmd["event_id"], cmd["ts"])
