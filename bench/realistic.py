@@ -23,7 +23,9 @@ MovieLens items added), in three measurements of one run:
 Each worker run starts on fresh state (own app id and topics). For each phase:
 events/s from the first send to the last answer, p50/p95/p99 from send to the
 user's refreshed list, and for the saturation phase CPU ms per event of every
-process on the path (worker, Kafka, Milvus, Triton and this generator). The
+process on the path (worker, Kafka, Milvus, Triton and this generator) and, from
+the worker's own stats line, lists ranked and item fetches per batch and ms per
+list (the worker logs that line every ``AVREC_WORKER__STATS_EVERY_S``). The
 history each measured event's user had (distinct items before it) is reported
 too, so the realism of a run is a number, not a claim.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import uuid
@@ -110,6 +113,33 @@ def describe(lengths: list[int]) -> dict:
             "share_ge_20": round(float((a >= 20).mean()), 3)}
 
 
+STATS_LINE = re.compile(r"interactions: [\d.]+ events/s over [\d.]+s \((\d+) batches, ([\d.]+) events each\); "
+                        r"per batch ms: (?P<ms>[^;]*); per batch: (?P<counts>.*)$")
+
+
+def batch_profile(log_text: str) -> dict | None:
+    """The worker's stats lines over a phase, batch-weighted: events, lists and item fetches per
+    batch and ms per list (the "lists" stage over the lists it ranked)."""
+    batches = events = lists = fetches = lists_ms = 0.0
+    for line in log_text.splitlines():
+        m = STATS_LINE.search(line.strip())
+        if not m:
+            continue
+        n = int(m.group(1))
+        ms = dict((k, float(v)) for k, v in (part.rsplit(" ", 1) for part in m.group("ms").split(", ")))
+        counts = dict((k, float(v)) for k, v in (part.rsplit(" ", 1) for part in m.group("counts").split(", ")))
+        batches += n
+        events += n * float(m.group(2))
+        lists += n * (counts.get("lists", 0.0) + counts.get("fan-out lists", 0.0))
+        fetches += n * counts.get("item fetches", 0.0)
+        lists_ms += n * ms.get("lists", 0.0)
+    if not batches:
+        return None
+    return {"batches": int(batches), "events_per_batch": round(events / batches, 1),
+            "lists_per_batch": round(lists / batches, 1), "item_fetches_per_batch": round(fetches / batches, 1),
+            "ms_per_list": round(lists_ms / lists, 2) if lists else None}
+
+
 def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, log_dir: Path) -> dict:
     """Warm-up, saturation and paced phases of ``events`` through one fresh worker."""
     n_paced = int(args.paced_rate * args.paced_s)
@@ -133,9 +163,13 @@ def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, lo
         spy = profiler(args, w, log_dir / f"profile-realistic-{name}.txt")
         meter = CpuMeter({"worker": w.proc.pid, "bench": os.getpid(), **stack_pids(s)})
         meter.start()
+        log_from = w.log_path.stat().st_size
         out["saturation"] = measure(s.kafka, topic_in, topic_out, id_of, phases["saturation"], args.rate,
                                     args.drain_s, keep_going=w.alive)
         out["saturation"].update(meter.per_event(out["saturation"]["completed"], SERVER_SIDE))
+        with open(w.log_path, "rb") as fh:
+            fh.seek(log_from)
+            out["saturation"]["batches"] = batch_profile(fh.read().decode(errors="replace"))
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
             spy.wait(60)
