@@ -214,15 +214,7 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         out: dict = {"users": users}
         n = args.naive_events if naive else args.events
         events = make_events(n, users, args.items, rng, f"{name}-sat-{uuid.uuid4().hex[:6]}")
-        spy = profiler(args, w, log_dir / f"profile-{name}-{users}.txt")
-        meter = CpuMeter({"worker": w.proc.pid, "bench": os.getpid(), **stack_pids(s)})
-        meter.start()
-        out["saturation"] = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
-                                    id_of, events, args.rate, args.drain_s, keep_going=w.alive)
-        out["saturation"].update(meter.per_event(out["saturation"]["completed"], SERVER_SIDE))
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
-            spy.wait(60)
+        out["saturation"] = saturate(w, events, args, log_dir / f"profile-{name}-{users}.txt")
         rate = args.naive_latency_rate if naive else args.latency_rate
         if rate > 0:
             n = max(200, int(rate * args.latency_s))
@@ -234,6 +226,35 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         return out
     finally:
         w.stop()
+
+
+def saturate(w: WorkerProcess, events: list[dict], args, profile_path: Path) -> dict:
+    """The saturation phase: ``events`` offered at ``args.rate`` to the worker's input topic, answers
+    timed on its lists, CPU ms per event of every process, and with --profile a py-spy report."""
+    s = w.settings
+    id_of = lambda v: orjson.loads(v)["source_event_id"] if v else None  # noqa: E731
+    spy = profiler(args, w, profile_path)
+    meter = CpuMeter({"worker": w.proc.pid, "bench": os.getpid(), **stack_pids(s)})
+    meter.start()
+    out = measure(s.kafka, s.kafka.topics.interactions.name, s.kafka.topics.recommendations.name,
+                  id_of, events, args.rate, args.drain_s, keep_going=w.alive)
+    out.update(meter.per_event(out["completed"], SERVER_SIDE))
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
+        spy.wait(60)
+    return out
+
+
+def bench_setup(prefix: str, catalogue: str | None) -> tuple[str, dict, Path]:
+    """(a unique run id, the workers' base environment on it, the log folder) for one benchmark run;
+    ``catalogue`` names the Milvus items collection to use (default: the run's own)."""
+    unique = prefix + uuid.uuid4().hex[:8]
+    base_env = worker_env(unique, {"AVREC_LOG_LEVEL": "INFO", "AVREC_WORKER__STATS_EVERY_S": "5"})
+    if catalogue:
+        base_env["AVREC_MILVUS__ITEMS_COLLECTION"] = catalogue
+    log_dir = ROOT / "bench" / "results" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return unique, base_env, log_dir
 
 
 def profiler(args, w: WorkerProcess, path: Path) -> subprocess.Popen | None:
@@ -302,12 +323,7 @@ def main() -> None:
                                         "(kept afterwards, so reruns skip the load)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    unique = "bench" + uuid.uuid4().hex[:8]
-    base_env = worker_env(unique, {"AVREC_LOG_LEVEL": "INFO", "AVREC_WORKER__STATS_EVERY_S": "5"})
-    if args.catalogue:
-        base_env["AVREC_MILVUS__ITEMS_COLLECTION"] = args.catalogue
-    log_dir = ROOT / "bench" / "results" / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    unique, base_env, log_dir = bench_setup("bench", args.catalogue)
     probe = WorkerProcess(base_env, log_dir / "probe.log")
     user_counts = [int(u) for u in args.users.split(",")]
     result: dict = {"items": args.items, "offered_rate": args.rate, "latency_rate": args.latency_rate}

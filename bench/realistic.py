@@ -36,7 +36,6 @@ import argparse
 import logging
 import os
 import re
-import signal
 import sys
 import uuid
 from argparse import Namespace
@@ -48,11 +47,10 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_meter import CpuMeter, stack_pids  # noqa: E402
-from bench.interactions import SERVER_SIDE, load_catalogue, measure, mode_env, profiler, run_floor  # noqa: E402
+from bench.interactions import bench_setup, load_catalogue, measure, mode_env, run_floor, saturate  # noqa: E402
 from bench.report import emit  # noqa: E402
 from bench.scaleout import load_items, movielens_log  # noqa: E402
-from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
+from tests.workerproc import WorkerProcess  # noqa: E402
 
 log = logging.getLogger("bench.realistic")
 
@@ -160,19 +158,11 @@ def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, lo
         if phases["warmup"]:
             out["warmup"] = measure(s.kafka, topic_in, topic_out, id_of, phases["warmup"], args.rate, args.drain_s,
                                     keep_going=w.alive)
-        spy = profiler(args, w, log_dir / f"profile-realistic-{name}.txt")
-        meter = CpuMeter({"worker": w.proc.pid, "bench": os.getpid(), **stack_pids(s)})
-        meter.start()
         log_from = w.log_path.stat().st_size
-        out["saturation"] = measure(s.kafka, topic_in, topic_out, id_of, phases["saturation"], args.rate,
-                                    args.drain_s, keep_going=w.alive)
-        out["saturation"].update(meter.per_event(out["saturation"]["completed"], SERVER_SIDE))
+        out["saturation"] = saturate(w, phases["saturation"], args, log_dir / f"profile-realistic-{name}.txt")
         with open(w.log_path, "rb") as fh:
             fh.seek(log_from)
             out["saturation"]["batches"] = batch_profile(fh.read().decode(errors="replace"))
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
-            spy.wait(60)
         if phases["paced"]:
             out["paced"] = measure(s.kafka, topic_in, topic_out, id_of, phases["paced"], args.paced_rate,
                                    args.drain_s, keep_going=w.alive)
@@ -221,12 +211,7 @@ def main() -> None:
                    help="py-spy the worker during each saturation phase (profile-realistic-*.txt beside the logs)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    unique = "real" + uuid.uuid4().hex[:8]
-    base_env = worker_env(unique, {"AVREC_LOG_LEVEL": "INFO", "AVREC_WORKER__STATS_EVERY_S": "5"})
-    if args.catalogue:
-        base_env["AVREC_MILVUS__ITEMS_COLLECTION"] = args.catalogue
-    log_dir = ROOT / "bench" / "results" / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    unique, base_env, log_dir = bench_setup("real", args.catalogue)
     probe = WorkerProcess(base_env, log_dir / "probe-realistic.log")
     workloads = args.workloads.split(",")
     result: dict = {"items": args.items, "offered_rate": args.rate, "paced_rate": args.paced_rate,
