@@ -45,7 +45,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_commit_interval=settings.worker.commit_interval_s,
         broker_session_timeout=settings.worker.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 3),
-        web_enabled=False,
+        # The web server (streams/web/): /metrics, the read API, health, the dashboard. Other workers
+        # forward a user's read-API request here when this worker owns the user (canonical_url).
+        web_enabled=settings.web.enabled,
+        web_bind=settings.web.bind,
+        web_port=settings.web.port,
+        web_host=settings.web.host,
+        canonical_url=settings.web.url,
+        # Static membership: a restarted pod with the same id rejoins without a rebalance.
+        consumer_group_instance_id=settings.worker.group_instance_id or None,
         producer_linger=0.001,
     )
 

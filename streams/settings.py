@@ -51,6 +51,9 @@ class TopicsSettings(BaseModel):
         name="interactions.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000
     )
     control_dlq: TopicSpec = TopicSpec(name="control.dlq", partitions=1, retention_ms=30 * 24 * 3600 * 1000)
+    # Which list a user was shown (keyed by user_id, co-partitioned with interactions): the
+    # online metrics attribute the user's later interactions to it (CTR per model_version).
+    impressions: TopicSpec = TopicSpec(name="impressions", partitions=8)
 
     @model_validator(mode="before")
     @classmethod
@@ -309,6 +312,14 @@ class WorkerSettings(BaseModel):
     commit_interval_s: float = Field(default=1.0, gt=0)
     # How fast the group notices a dead worker and hands its partitions over (kill -9 recovery).
     session_timeout_s: float = Field(default=10.0, gt=0)
+    # Kafka static membership (group.instance.id, e.g. the StatefulSet pod name): a worker that
+    # restarts under the same id within the session timeout gets its partitions back without a
+    # rebalance. "" = dynamic membership.
+    group_instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    # Online metrics: an interaction counts as a click on a list the user was shown (an
+    # impression) at most this long after it; each user keeps their last few impressions.
+    impression_attribution_s: float = Field(default=1800.0, gt=0)
+    impressions_kept: int = Field(default=20, ge=1)
 
     # -- scale-out (streams/items/, docs/RELIABILITY.md "Several workers") --------------------
     # This worker's name among the replicas of one app id: each replica keeps its RocksDB state in
@@ -335,6 +346,30 @@ class WorkerSettings(BaseModel):
     item_snapshot_every_s: float = Field(default=30.0, gt=0)
 
 
+class WebSettings(BaseModel):
+    """The worker's web server (streams/web/): /metrics, the read API, health and the dashboard."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(default=6066, ge=0, le=65535)
+    # The host other workers reach this one at: the read API forwards a user's request to the worker
+    # that owns the user's partition (Faust's table routing), by this host and ``port``.
+    host: str = "127.0.0.1"
+    # The most items one read-API call returns (n + offset).
+    api_max_n: int = Field(default=100, ge=1)
+    # The dashboard's charts: one sample of the worker's metrics this often, kept this long.
+    series_every_s: float = Field(default=1.0, gt=0)
+    series_window_s: float = Field(default=600.0, gt=0)
+    # Catalogue coverage and cold-start share are measured over this many recent lists.
+    recent_lists: int = Field(default=1000, ge=1)
+    # Dead letters the dashboard shows (the newest, per dead-letter topic).
+    dead_letters_shown: int = Field(default=50, ge=1)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AVREC_",
@@ -354,6 +389,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     encoders: EncoderSettings = Field(default_factory=EncoderSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     ranking: RankingSettings = Field(default_factory=RankingSettings)
 
     @field_validator("log_level")

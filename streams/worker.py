@@ -23,6 +23,8 @@ def endpoints_text(settings: Settings) -> str:
             f"  dead letters    : '{t.uploads_dlq.name}', '{t.interactions_dlq.name}', '{t.control_dlq.name}'",
             f"  Triton          : {settings.triton.protocol}://{settings.triton.url}",
             f"  Milvus          : {settings.milvus.uri}",
+            *([f"  web             : {settings.web.url}  (/metrics, /dashboard, /docs: the read API)"]
+              if settings.web.enabled else []),
         ]
     )
 
@@ -36,6 +38,7 @@ def print_endpoints(settings: Settings) -> None:
 def run_worker(loglevel: str = "info") -> None:
     """Run the Faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
     from streams import agents  # noqa: F401  (registers the agents and timers on the app)
+    from streams import web  # noqa: F401  (registers the web views: metrics, read API, dashboard)
     from streams.app import app
 
     # Faust creates only the last level of its data dir (RocksDB state lives there).
@@ -64,7 +67,9 @@ def run_worker(loglevel: str = "info") -> None:
     ensure_topics(settings.kafka, settings.internal_topics())
     check_partition_counts(settings.kafka, [settings.kafka.topics.interactions, *settings.internal_topics()])
     # Faust's umbrella command reads sys.argv.
-    sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel, "--without-web"]
+    sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel]
+    if not settings.web.enabled:
+        sys.argv.append("--without-web")
     app.main()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,22 @@ from streams.settings import Settings
 # Logged by streams/services/context.py once the worker's replica of the item state has read
 # everything written so far (after Faust's own "[^Worker]: Ready" in practice).
 READY_MARK = "worker context ready"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, below Linux's ephemeral range (32768-60999): a server
+    there can lose its port to a client's outgoing connection (see tests/conftest.py)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port between 20000 and 32000 on 127.0.0.1")
 
 
 @dataclass
@@ -46,8 +63,15 @@ class WorkerProcess:
                 else:
                     os.environ[k] = v
 
+    @property
+    def web_url(self) -> str:
+        """Where this worker's web server listens (``/metrics``, the read API, the dashboard)."""
+        return self.settings.web.url
+
     def start(self, timeout: float = 120.0) -> None:
         """Create the topics, start the worker, and wait until Faust says it is ready."""
+        # Several workers run side by side here: each gets a web port of its own, kept across restarts.
+        self.env.setdefault("AVREC_WEB__PORT", str(free_port()))
         s = self.settings
         ensure_topics(s.kafka, s.kafka.topics.all())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
