@@ -3,9 +3,9 @@
 Faust serves these views on the worker's web port (``WebSettings``); importing this
 package registers them on the app. One module per concern:
 
-* ``metrics.py``: avrec's Prometheus metrics (their own registry); ``/metrics``.
-* ``api.py``: the read API (recommendations, similar items, feedback, health).
+* ``metrics.py``: avrec's Prometheus metrics (their own registry); ``views.py`` serves ``/metrics``.
+* ``api.py``: the read API (recommendations, similar items, feedback, health, OpenAPI).
 * ``dashboard.py``: the dashboard page and the JSON it polls.
 """
 
-from streams.web import views  # noqa: F401  (registers the views on the app)
+from streams.web import api, dashboard, views  # noqa: F401  (each registers its views on the app)
