@@ -252,12 +252,14 @@ def test_worker_over_sasl_ssl_tls_and_token_never_logs_a_secret(
     from kafka import KafkaProducer
 
     from streams.vectors.milvus import milvus_client
+    from streams.worker_process import free_port
     from tests.workerproc import READY_MARK, WorkerProcess
 
     caplog.set_level(logging.DEBUG)  # every logger of this process, kafka-python's included
     unique = "sec" + uuid.uuid4().hex[:8]
     env = secure_env(scram_broker, triton_tls, pki, secrets, unique)
     w = WorkerProcess(env, tmp_path / "worker.log")
+    env.setdefault("AVREC_WEB__PORT", str(free_port()))  # started by hand below, not by w.start()
     s = w.settings
     assert s.kafka.security_protocol == "SASL_SSL" and s.triton.ssl and s.milvus.token is not None
 
