@@ -136,6 +136,29 @@ class RankingSettings(BaseModel):
     # The trending counter keeps at most this many items (lowest pruned).
     trending_max_items: int = Field(default=50_000, ge=1)
 
+    # -- evidence and cold start (docs/QUALITY.md, "Cold start") ----------------------------------
+    # A source's weight grows with the evidence behind it. Trending: the blend's rank-based
+    # trending score is multiplied by c / (c + trending_evidence), c the item's decayed event count,
+    # so "trending" from three events (a new platform's first minutes) is noise that cannot outrank
+    # the user's own signal, while an item with hundreds of events keeps nearly all of it
+    # (0 = off). The learned ranker reads the count itself (log_trending).
+    trending_evidence: float = Field(default=20.0, ge=0)
+    # A user's first ``cold_start_events`` positive events lean on content. For a user with n of
+    # them (1 <= n <= k), a learned ranker's relevance r (relative to the best candidate's) becomes
+    #     r ** (1 - a) * c ** a,   a = cold_start_content_share * (k + 1 - n) / k,
+    # c the candidate's cosine to the taste vector, min-max scaled over the pool: one like of a
+    # food video then says more than any popularity count, and by the k-th event the ranker
+    # carries the list again (0 = off). The weighted blend needs no lean: its content term is in
+    # the sum, and trending_evidence keeps thin counts from outranking it. Chosen on the MicroLens
+    # title benchmark; ml-100k checked (docs/QUALITY.md, "Cold start").
+    cold_start_events: int = Field(default=5, ge=0)
+    cold_start_content_share: float = Field(default=0.7, ge=0.0, le=1.0)
+    # Exploration: at least this many of a list's slots (its last ones) go to fresh uploads (the
+    # fresh source's candidates, newest window), the one closest to the user's taste first, each
+    # labelled "new upload: exploring". New items reach lists, and their first events, without
+    # outranking what the user asked for (0 = off).
+    explore_slots: int = Field(default=1, ge=0)
+
     # MMR: 1.0 = pure relevance, lower values trade relevance for diversity. 0.9 keeps
     # a diversity term at a cost within noise on the validation split (HR@20 0.2960
     # vs 0.2970 at 1.0; 0.8 with the earlier blend cost ~1%).

@@ -31,7 +31,10 @@ The features only use what the live worker has for every candidate:
 * the item regression's (EASE, :mod:`streams.ranking.item_regression`) score of
   the candidate against the watched history, all of it alike and recency
   weighted, each also as ``sign(s) log1p(10 |s|)``. The regression is fit with
-  the ranker and saved in the same file; without one these columns are 0.
+  the ranker and saved in the same file; without one these columns are 0;
+* the content cosine divided by ``1 + n`` (n the user's positive items): evidence-aware
+  content, so the model can learn how much one like says about the next choice when it is
+  all there is (a user's first events), apart from how much it says among many.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ FEATURES: tuple[str, ...] = (
     "log_popularity_x_history", "log_trending_x_history",
     *(f"ease_watched_{v}" for v in _EASE_VIEWS),
     *(f"slog_ease_watched_{v}" for v in _EASE_VIEWS),
+    "content_cos_x_cold",
 )  # fmt: skip
-MODEL_VERSION = 2  # 2: the item regression's features and weights
+MODEL_VERSION = 3  # 2: the item regression's features and weights; 3: content_cos_x_cold
+# Version 2 files lack only the last feature: they load with a weight of 0 for it (the same scores).
+_V2_FEATURES = FEATURES[:-1]
 
 
 def _recent_distinct(item_ids: Reversible[str], limit: int) -> list[str]:
@@ -190,6 +196,7 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
         cv, np.log1p(10.0 * cv), lpop, ltrend, np.log1p(age_h), cos,
         lpop * log_hist, ltrend * log_hist,
         ease, np.sign(ease) * np.log1p(10.0 * np.abs(ease)),
+        cos / (1.0 + len(hist)),
     ])  # fmt: skip
 
 
@@ -291,13 +298,18 @@ class LinearRanker:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LinearRanker":
         try:
-            if data.get("v") != MODEL_VERSION:
+            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("weights", "mean", "scale")}
+            if data.get("v") == 2 and list(data["features"]) == list(_V2_FEATURES):
+                # A version-2 file scores exactly as before: the new feature gets weight 0.
+                for k, fill in (("weights", 0.0), ("mean", 0.0), ("scale", 1.0)):
+                    arrays[k] = np.append(arrays[k], fill)
+            elif data.get("v") != MODEL_VERSION:
                 raise StateFormatError(f"ranker version {data.get('v')!r}, expected {MODEL_VERSION}")
-            if list(data["features"]) != list(FEATURES):
+            elif list(data["features"]) != list(FEATURES):
                 raise StateFormatError("ranker features differ from this version's; refit it")
             im = data.get("item_model")
             item_model = None if im is None else ItemRegression.from_dict(im)
-            return cls(*(np.asarray(data[k], dtype=np.float64) for k in ("weights", "mean", "scale")),
+            return cls(*(arrays[k] for k in ("weights", "mean", "scale")),
                        item_model=item_model)
         except StateFormatError:
             raise

@@ -53,6 +53,8 @@ from streams.ranking.exceptions import RankingError
 from streams.ranking.user_state import UserState, user_vector
 
 TITLE_MAX = 60
+# The reason of an exploration slot (a fresh upload placed by RankingSettings.explore_slots).
+EXPLORE_REASON = "new upload: exploring"
 _VERBS = {"complete": "you finished", "like": "you liked", "share": "you shared"}
 
 
@@ -263,12 +265,50 @@ def _score_pool(
         ann_has = np.zeros(n, dtype=bool) if sim is None else ~np.isnan(sim)
         norm = {s: _rrf(norm[s], has, k0) for s, has in
                 (("ann", ann_has), ("cooc", cooc_norm > 0), ("fresh", fresh_norm > 0), ("trending", trend_norm > 0))}
+    if in_trend and cfg.trending_evidence > 0:
+        # Evidence: a trending rank resting on a handful of events counts for little (config.py).
+        counts = np.array([max(0.0, _nan_last(trend.get(i, 0.0))) for i in ids])
+        norm["trending"] = norm["trending"] * (counts / (counts + cfg.trending_evidence))
     contrib = {s: getattr(w, s) * norm[s] for s in SOURCES}
     if cfg.fusion == "learned" and learned is not None:
         score = _relative_likelihood(np.array([learned.get(i, -np.inf) for i in ids], dtype=np.float64))
+        blended = False
     else:
         score = contrib["ann"] + contrib["cooc"] + contrib["fresh"] + contrib["trending"]
+        blended = True
+    # Cold start: a ranker's scores lean on content for a user's first events (config.py). The blend
+    # needs no lean: its content term is already in the sum, and thin trending is discounted above.
+    share = cold_start_share(state, cfg) if not blended else 0.0
+    if share > 0 and u is not None and sim is not None and n:
+        score = _lean_on_content(score, sim, share)
     return _Pool(ids, creators, vecs, sim, norm, contrib, score)
+
+
+def cold_start_share(state: UserState | None, cfg: RankingSettings) -> float:
+    """How much of a cold user's relevance is content similarity (``cold_start_*`` in config.py):
+    ``share * (k + 1 - n) / k`` for a user with n positive events, 1 <= n <= k; else 0."""
+    k = cfg.cold_start_events
+    n = len(state.history) if state is not None else 0
+    if k <= 0 or not 1 <= n <= k:
+        return 0.0
+    return cfg.cold_start_content_share * (k + 1 - n) / k
+
+
+def _lean_on_content(score: np.ndarray, sim: np.ndarray, share: float) -> np.ndarray:
+    """``(score / max score) ** (1 - share) * c ** share``, c the cosine to the taste vector min-max
+    scaled over the pool (floored at 1e-3 so the least similar candidate keeps an order).
+
+    A weighted geometric mean, not a sum: an item must be both likely under the ranker and close
+    to what the user liked to lead, so popular items of the user's topic come first. A sum let
+    content nearest neighbours of no appeal push out what the user was about to choose (on the
+    MicroLens benchmark: the same on-topic precision at -36% HR@20 for cold users, against -6%).
+    """
+    s = np.nan_to_num(sim, nan=-1.0)
+    lo, hi = float(s.min()), float(s.max())
+    c = (s - lo) / (hi - lo) if hi > lo else np.ones(len(s))
+    top = float(score.max())
+    base = np.clip(score / top, 1e-12, None) if top > 0 else np.ones(len(score))
+    return np.where(score > 0, base ** (1.0 - share) * np.clip(c, 1e-3, None) ** share, 0.0)
 
 
 def _relative_likelihood(logits: np.ndarray) -> np.ndarray:
@@ -452,17 +492,41 @@ def recommend(
     picked = _mmr(pool, k, cfg)
     if not picked:
         return []
+    explore = _explore(pool, picked, k, cfg)
+    picked = [j for j in picked if j not in explore][: k - len(explore)] + sorted(explore, key=explore.get)
     explainer = _Explainer(state, items, candidates)
     closest = explainer.closest_history(pool.vecs[picked])
     return [
         RecommendedItem(
             item_id=pool.ids[j],
             score=float(pool.score[j]),
-            reasons=_reasons(pool, j, explainer, c, cfg),
+            reasons=[EXPLORE_REASON] if j in explore else _reasons(pool, j, explainer, c, cfg),
             sources={s: float(pool.contrib[s][j]) for s in SOURCES},
         )
         for j, c in zip(picked, closest)
     ]
+
+
+def _explore(pool: _Pool, picked: list[int], k: int, cfg: RankingSettings) -> dict[int, int]:
+    """Rows of fresh uploads to put in the list's last slots (``explore_slots``), in order: the ones
+    closest to the user's taste (newest first without one); none when the list already holds
+    enough fresh items. Returns ``{row: position among them}``."""
+    slots = min(cfg.explore_slots, k)
+    if slots <= 0:
+        return {}
+    fresh = pool.norm["fresh"] > 0
+    have = sum(1 for j in picked if fresh[j])
+    need = slots - have
+    if need <= 0:
+        return {}
+    chosen = set(picked)
+    rows = [j for j in np.flatnonzero(fresh).tolist() if j not in chosen]
+    if not rows:
+        return {}
+    sim = pool.sim if pool.sim is not None else None
+    key = (lambda j: (-_nan_last(float(sim[j])), -pool.norm["fresh"][j], pool.ids[j])) if sim is not None \
+        else (lambda j: (-pool.norm["fresh"][j], pool.ids[j]))
+    return {j: r for r, j in enumerate(sorted(rows, key=key)[:need])}
 
 
 def explain_sources(

@@ -146,5 +146,5 @@ def test_a_ranker_carries_its_item_regression_into_features_scores_and_file(tmp_
     assert bare.fingerprint() != ranker.fingerprint()  # same weights, another item model: another name
     # A file from before the item regression (version 1, fewer features) is refused with the fix.
     (tmp_path / "old.json").write_bytes(orjson.dumps(ranker.to_dict() | {"v": 1}))
-    with pytest.raises(StateFormatError, match="expected 2.*avrec ranker fit"):
+    with pytest.raises(StateFormatError, match="expected 3.*avrec ranker fit"):
         LinearRanker.load(tmp_path / "old.json")

@@ -112,6 +112,22 @@ def test_ranker_file_round_trips_and_bad_files_name_themselves(tmp_path):
         assert name in str(err.value)
 
 
+def test_a_version_2_file_loads_and_scores_as_it_did(tmp_path):
+    """Version 3 added the last feature (content_cos_x_cold): a version-2 ranker gets weight 0 for
+    it, so a deployment's fitted ranker keeps ranking exactly as before until it is refit."""
+    rng = np.random.default_rng(4)
+    d2 = len(FEATURES) - 1
+    w, mean, scale = rng.normal(size=d2), rng.normal(size=d2), rng.uniform(0.5, 2.0, size=d2)
+    v2 = {"v": 2, "features": list(FEATURES[:-1]), "weights": w.tolist(), "mean": mean.tolist(),
+          "scale": scale.tolist(), "item_model": None}
+    (tmp_path / "v2.json").write_text(json.dumps(v2))
+    model = LinearRanker.load(tmp_path / "v2.json")
+    x = rng.normal(size=(9, len(FEATURES)))
+    assert np.allclose(model.score(x), ((x[:, :-1] - mean) / scale) @ w)
+    assert FEATURES[-1] == "content_cos_x_cold" and model.weights[-1] == 0.0
+    assert model.to_dict()["v"] == 3
+
+
 def test_load_ranker_follows_the_settings(tmp_path, caplog):
     assert load_ranker(RankingSettings(fusion="weighted", ranker_path=str(tmp_path / "x.json"))) is None
     with caplog.at_level(logging.WARNING, logger="streams.ranking.learned"):

@@ -18,6 +18,7 @@ from streams.ranking import (
 )
 
 D = 16
+NO_POLICIES = {"trending_evidence": 0.0, "cold_start_events": 0, "explore_slots": 0}
 T0 = 1_700_000_000.0
 NOW = T0 + 3600.0
 
@@ -42,8 +43,11 @@ def item(iid, vec, creator=None, title=None, created_at=T0 - 30 * 86400, availab
 @pytest.fixture
 def cfg() -> RankingSettings:
     # The hand-computed cases below use an ann-led blend (the earlier defaults) so every
-    # source's contribution is visible; the live defaults are checked in test_ranking.py.
-    return RankingSettings(source_weights={"ann": 1.0, "cooc": 0.6, "fresh": 0.3, "trending": 0.3})
+    # source's contribution is visible; the live defaults are checked in test_ranking.py. The
+    # evidence and cold-start policies, which reshape these numbers on purpose, are off here:
+    # tests/unit/test_cold_start.py checks them.
+    return RankingSettings(source_weights={"ann": 1.0, "cooc": 0.6, "fresh": 0.3, "trending": 0.3},
+                           **NO_POLICIES)
 
 
 @pytest.fixture
@@ -256,7 +260,7 @@ def test_ann_similarities_are_used_without_a_taste_vector(world, cfg):
 def test_rrf_fuses_ranks_not_scores():
     """Hand-computed: k0 = 1, so a source's ranks 0, 1, 2 give 1, 2/3, 1/2, and 0 where it has no signal."""
     items = {i: item(i, None, created_at=T0 - 30 * 86400) for i in ("p", "q", "r", "s")}
-    cfg = RankingSettings(fusion="rrf", rrf_k=1.0, mmr_lambda=1.0, creator_cap=0,
+    cfg = RankingSettings(fusion="rrf", rrf_k=1.0, mmr_lambda=1.0, creator_cap=0, **NO_POLICIES,
                           source_weights={"ann": 0.0, "cooc": 1.0, "fresh": 0.0, "trending": 0.5})
     # Co-occurrence scores with a huge spread (p dwarfs the rest): only their order counts.
     cand = Candidates(cooc=[("p", 100.0), ("q", 0.02), ("r", 0.01)], trending=[("r", 9.0), ("s", 3.0), ("q", 1.0)])
@@ -273,7 +277,7 @@ def test_rrf_fuses_ranks_not_scores():
 
 
 def test_rrf_ann_ranks_every_candidate_by_similarity_to_the_taste_vector(world):
-    cfg = RankingSettings(fusion="rrf", rrf_k=0.0, mmr_lambda=1.0, creator_cap=0,
+    cfg = RankingSettings(fusion="rrf", rrf_k=0.0, mmr_lambda=1.0, creator_cap=0, **NO_POLICIES,
                           source_weights={"ann": 1.0, "cooc": 0.0, "fresh": 0.0, "trending": 0.0})
     s = user_who_likes(world, ["a0"], cfg)
     cand = Candidates(trending=[("b1", 1.0), ("a1", 0.5), ("b2", 0.2)])
