@@ -8,6 +8,7 @@ AVREC := $(VENV)/bin/avrec
 
 env:
 	@deploy/local/setup-env.sh
+	@deploy/local/k8s-tools.sh
 
 run: env
 	$(AVREC) run
