@@ -15,7 +15,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Histogram
 
 from streams.web.metrics import (BREAKER_STATE, MILVUS_ERRORS, MILVUS_SECONDS, TRITON_ERRORS, TRITON_SECONDS,
-                                 breaker_code, children)
+                                 breaker_code)
 
 Observer = Callable[[str, float, bool], None]
 
@@ -28,16 +28,20 @@ class CallMetrics:
     child cache is a dict whose reads and writes the GIL keeps whole.
     """
 
-    __slots__ = ("_seconds", "_errors")
+    __slots__ = ("_seconds", "_errors", "_children")
 
     def __init__(self, seconds: Histogram, errors: Counter) -> None:
-        self._seconds = children(seconds)
-        self._errors = children(errors)
+        self._seconds, self._errors = seconds, errors
+        self._children: dict[str, tuple[Histogram, Counter]] = {}
 
     def __call__(self, label: str, seconds: float, failed: bool) -> None:
-        self._seconds(label).observe(seconds)
+        pair = self._children.get(label)
+        if pair is None:
+            # Both series appear with the first call, the errors at 0: an error rate needs a 0 to start from.
+            pair = self._children[label] = (self._seconds.labels(label), self._errors.labels(label))
+        pair[0].observe(seconds)
         if failed:
-            self._errors(label).inc()
+            pair[1].inc()
 
 
 triton_calls = CallMetrics(TRITON_SECONDS, TRITON_ERRORS)

@@ -116,8 +116,12 @@ class ListMetrics:
         self.recent = recent
         self._lists_out = children(LISTS_OUT)
         self._catalogue: Callable[[], int] = lambda: 0
+
+    def export(self) -> ListMetrics:
+        """Make the coverage and cold-start gauges read this object (at each collection)."""
         COVERAGE.set_function(lambda: self.recent.coverage(self._catalogue()))
         COLD_START.set_function(self.recent.cold_start_ratio)
+        return self
 
     def count_catalogue_with(self, size: Callable[[], int]) -> None:
         self._catalogue = size
@@ -140,7 +144,7 @@ def list_metrics(recent_lists: int) -> ListMetrics:
     global _lists
     if _lists is None or _lists.recent.size != recent_lists:
         previous = _lists
-        _lists = ListMetrics(RecentLists(recent_lists))
+        _lists = ListMetrics(RecentLists(recent_lists)).export()
         if previous is not None:
             _lists.count_catalogue_with(previous._catalogue)
     return _lists
