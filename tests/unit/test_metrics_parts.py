@@ -150,7 +150,10 @@ def test_breaker_gauge_follows_the_breaker_including_the_clock_driven_half_open(
     now = [1000.0]
     br = CircuitBreaker(failures=2, reset_s=5.0, name="test", clock=lambda: now[0])
     watch_breaker("unit-test-service", br)
-    state = lambda: REGISTRY.get_sample_value("avrec_circuit_breaker_state", {"service": "unit-test-service"})  # noqa: E731
+
+    def state():
+        return REGISTRY.get_sample_value("avrec_circuit_breaker_state", {"service": "unit-test-service"})
+
     assert state() == 0
     br.record_failure("down")
     br.record_failure("down")
