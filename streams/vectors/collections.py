@@ -47,19 +47,16 @@ def _wrap(what: str, operation: str):
         def inner(self, *args, **kwargs):
             observe = self.observe
             t0 = time.perf_counter()
+            failed = True  # until fn returns: a gRPC error of the raw search path is a failed call too
             try:
                 result = fn(self, *args, **kwargs)
+                failed = False
+                return result
             except MilvusException as exc:
-                if observe is not None:
-                    observe(operation, time.perf_counter() - t0, True)
                 raise VectorStoreError(f"Milvus {what} failed: {exc.message}") from exc
-            except Exception:  # e.g. a gRPC error from the raw search path: a failed call all the same
+            finally:
                 if observe is not None:
-                    observe(operation, time.perf_counter() - t0, True)
-                raise
-            if observe is not None:
-                observe(operation, time.perf_counter() - t0, False)
-            return result
+                    observe(operation, time.perf_counter() - t0, failed)
 
         inner.__name__ = fn.__name__
         inner.__doc__ = fn.__doc__

@@ -140,11 +140,9 @@ _lists: ListMetrics | None = None
 
 
 def list_metrics(recent_lists: int) -> ListMetrics:
-    """The process's one :class:`ListMetrics` (coverage and cold-start share are per worker process)."""
+    """The process's one :class:`ListMetrics`, over ``recent_lists`` lists (``settings.web.recent_lists``, fixed
+    for a worker's life): coverage and cold-start share are per worker process, whoever publishes."""
     global _lists
-    if _lists is None or _lists.recent.size != recent_lists:
-        previous = _lists
+    if _lists is None:
         _lists = ListMetrics(RecentLists(recent_lists)).export()
-        if previous is not None:
-            _lists.count_catalogue_with(previous._catalogue)
     return _lists

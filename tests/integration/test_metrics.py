@@ -6,10 +6,16 @@ import time
 import urllib.request
 import uuid
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.exceptions import VectorStoreError
 from streams.records import decode_dead_letter, decode_recommendation
+from streams.vectors.collections import MODALITY_FIELDS, ItemCollection
+from streams.vectors.milvus import milvus_client
+from streams.web.calls import milvus_calls
+from streams.web.metrics import REGISTRY
 from tests.workerproc import WorkerProcess, poll_until, worker_env
 
 pytestmark = pytest.mark.stack
@@ -72,9 +78,17 @@ def test_metrics_count_what_the_worker_was_sent(worker):
     scrape_until(worker, lambda m: sample(m, "avrec_events_in_total", topic=t.uploads.name) == N_UPLOADS
                  and (sample(m, "avrec_milvus_request_seconds_count", operation="upsert") or 0) > 0, 120)
 
-    users = [f"user-{uuid.uuid4().hex[:6]}" for _ in range(2)]
-    interactions = [{"event_id": f"ev-{u}-{k}", "user_id": u, "item_id": f"m{(k + n) % N_UPLOADS}", "type": "like",
-                     "ts": NOW - 60 + k} for n, u in enumerate(users) for k in range(3)]
+    users = [f"user-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    # Two users like three items each (m0..m3): taste vectors, personal lists.
+    interactions = [{"event_id": f"ev-{u}-{k}", "user_id": u, "item_id": f"m{k + n}", "type": "like",
+                     "ts": NOW - 60 + k} for n, u in enumerate(users[:2]) for k in range(3)]
+    # The third likes and dislikes m4, which nobody else touched, at one instant: the two pulls cancel
+    # exactly (no taste vector) and m4 has no co-occurring items. The list after the dislike is ranked
+    # by the fallbacks alone: a cold-start list (the list after the like alone, if the two land in
+    # different batches, is not).
+    cold = users[2]
+    interactions += [{"event_id": f"ev-{cold}-{kind}", "user_id": cold, "item_id": "m4", "type": kind,
+                      "ts": NOW - 30} for kind in ("like", "dislike")]
     recs = worker.consumer("recommendations")
     dlq = worker.consumer("interactions_dlq")
     worker.produce("interactions", interactions)
@@ -126,6 +140,39 @@ def test_metrics_count_what_the_worker_was_sent(worker):
     assert 0 < len(listed) <= N_UPLOADS
     coverage = len(listed) / N_UPLOADS
     scrape_until(worker, lambda m: sample(m, "avrec_catalogue_coverage_ratio") == pytest.approx(coverage), 30)
-    assert 0 <= sample(m, "avrec_cold_start_lists_ratio") <= 1
+    cold_lists = [r for r in lists if r.value and decode_recommendation(r.value).source_event_id == f"ev-{cold}-dislike"]
+    assert len(cold_lists) == 1
+    assert sample(m, "avrec_cold_start_lists_ratio") == pytest.approx(1 / lists_out)
     recs.close()
     dlq.close()
+
+
+def test_milvus_calls_report_their_duration_and_failures(stack, settings, unique):
+    """Against real Milvus: one sample per collection call, and an error counted for a call Milvus refuses."""
+    client = milvus_client(settings.milvus)
+    items = ItemCollection(client, f"metrics_items_{unique}", 8, timeout_s=30)
+    items.observe = milvus_calls
+    missing = ItemCollection(client, f"metrics_missing_{unique}", 8, timeout_s=30)
+    missing.observe = milvus_calls
+
+    def count(name: str, op: str) -> float:
+        return REGISTRY.get_sample_value(name, {"operation": op}) or 0.0
+
+    before = {op: (count("avrec_milvus_request_seconds_count", op), count("avrec_milvus_errors_total", op))
+              for op in ("ensure", "upsert", "get", "search", "drop")}
+    try:
+        items.ensure()
+        vec = np.eye(8, dtype=np.float32)[0]
+        items.upsert([{"item_id": "x", "vector": vec.tolist(), **{f: vec.tolist() for f in MODALITY_FIELDS},
+                       "creator_id": "c", "title": "t", "tags": "", "created_at": 0, "available": True,
+                       "modalities": "text", "duration_s": 0.0}])
+        assert items.search_ids(vec[None, :], 1)[0][0][0] == "x"
+        with pytest.raises(VectorStoreError, match="get items"):
+            missing.get(["x"])  # no such collection: Milvus answers with an error
+    finally:
+        items.drop()
+        client.close()
+    after = {op: (count("avrec_milvus_request_seconds_count", op), count("avrec_milvus_errors_total", op))
+             for op in before}
+    delta = {op: (after[op][0] - before[op][0], after[op][1] - before[op][1]) for op in before}
+    assert delta == {"ensure": (1, 0), "upsert": (1, 0), "search": (1, 0), "get": (1, 1), "drop": (1, 0)}
