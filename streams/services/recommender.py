@@ -22,6 +22,7 @@ from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
+from streams.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ class Recommender:
         self.cfg = ctx.settings.ranking
         self._ranker_failures = 0
         self._ranker_failure_logged_at = -float("inf")
+        # Imported here, not at the top: streams.web imports the read API, which imports this module.
+        from streams.web.list_stats import list_metrics
+
+        # Contexts built by hand (unit tests) may carry no web settings: their defaults then.
+        web = getattr(ctx.settings, "web", None) or WebSettings()
+        self._lists = list_metrics(web.recent_lists)
+        self._topic = topics.recommendations.get_topic_name()
 
     async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, RankedList]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
@@ -147,3 +155,5 @@ class Recommender:
             produced_at=time.time(),
         )
         await topics.recommendations.send(key=user_id.encode(), value=encode(record))
+        # Counted once the producer has the list: lists out, freshness, coverage and cold-start share.
+        self._lists.published(self._topic, ranked.items, event_ts, record.produced_at)
