@@ -38,8 +38,10 @@ def print_endpoints(settings: Settings) -> None:
 def run_worker(loglevel: str = "info") -> None:
     """Run the Faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
     from streams import agents  # noqa: F401  (registers the agents and timers on the app)
-    from streams import web  # noqa: F401  (registers the web views: metrics, read API, dashboard)
     from streams.app import app
+    from streams.web import register_views
+
+    register_views()  # /metrics, the read API, health, the dashboard
 
     # Faust creates only the last level of its data dir (RocksDB state lives there).
     Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
 from streams.vectors.collections import ItemCollection, UserCollection
 from streams.vectors.milvus import milvus_client
+from streams.web.instrument import instrument_worker
 from streams.worker import blas_threads
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,6 @@ async def get_context() -> WorkerContext:
     async with _lock:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
-            # Imported here, not at the top: streams.web imports the read API, which imports this module.
-            from streams.web.instrument import instrument_worker
-
             instrument_worker(_context)
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
             w = _context.settings.worker

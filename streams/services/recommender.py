@@ -23,6 +23,7 @@ from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
 from streams.settings import WebSettings
+from streams.web.list_stats import list_metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,6 @@ class Recommender:
         self.cfg = ctx.settings.ranking
         self._ranker_failures = 0
         self._ranker_failure_logged_at = -float("inf")
-        # Imported here, not at the top: streams.web imports the read API, which imports this module.
-        from streams.web.list_stats import list_metrics
-
         # Contexts built by hand (unit tests) may carry no web settings: their defaults then.
         web = getattr(ctx.settings, "web", None) or WebSettings()
         self._lists = list_metrics(web.recent_lists)
