@@ -1,0 +1,141 @@
+"""Impressions end to end: a real worker (Kafka, Triton, Milvus Lite) counts the lists users were shown and
+the interactions attributed to them, scraped from its /metrics; bad impressions are dead-lettered."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.records import decode_dead_letter, decode_recommendation
+from streams.vectors.milvus import milvus_client
+from tests.workerproc import WorkerProcess, poll_until, worker_env
+
+pytestmark = pytest.mark.stack
+NOW = time.time()
+TITLES = ["fresh pasta at home", "sourdough bread recipe", "vegetable stir fry dinner", "homemade ramen soup",
+          "chocolate chip cookies", "knife skills for onions", "supercar acceleration test", "engine oil change",
+          "electric suv range review", "vintage muscle car restoration"]
+COUNTERS = {"impressions": "avrec_impressions", "impressed_items": "avrec_impressed_items",
+            "clicks": "avrec_impression_clicks", "hits": "avrec_impression_hits"}
+
+
+@pytest.fixture(scope="module")
+def worker(stack, tmp_path_factory):
+    unique = "imp" + uuid.uuid4().hex[:8]
+    w = WorkerProcess(worker_env(unique, {"AVREC_WORKER__FANOUT_USERS": "0"}),
+                      tmp_path_factory.mktemp("worker") / "worker.log")
+    w.start()
+    items = [f"t{i}" for i in range(len(TITLES))]
+    w.produce("uploads", [{"event_id": f"up-{i}-{unique}", "item_id": i, "creator_id": f"c{n % 4}", "title": t,
+                           "tags": ["test"], "created_at": NOW - 600} for n, (i, t) in enumerate(zip(items, TITLES))])
+    client = milvus_client(w.settings.milvus)
+    try:
+        deadline = time.monotonic() + 180
+        while not (client.has_collection(w.settings.milvus.items_collection) and len(client.get(
+                w.settings.milvus.items_collection, ids=items, output_fields=["item_id"])) == len(items)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"items never reached Milvus:\n{w.tail()}")
+            time.sleep(0.3)
+    finally:
+        client.close()
+    yield w
+    w.stop()
+    w.drop_collections()
+
+
+def interaction(user: str, item: str, n: int, etype: str = "like") -> dict:
+    return {"event_id": f"{user}-{item}-{n}", "user_id": user, "item_id": item, "type": etype, "ts": NOW + n}
+
+
+def online(w: WorkerProcess, model_version: str) -> dict[str, float]:
+    """The worker's four impression counters for one model_version, scraped from /metrics."""
+    with urllib.request.urlopen(f"{w.web_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    got = dict.fromkeys(COUNTERS, 0.0)
+    names = {v: k for k, v in COUNTERS.items()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("model_version") == model_version:
+                got[names[sample.name.removesuffix("_total")]] = sample.value
+    return got
+
+
+def wait_online(w: WorkerProcess, model_version: str, want: dict[str, float], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := online(w, model_version)) != want:
+        if not w.alive() or time.monotonic() > deadline:
+            pytest.fail(f"online metrics for {model_version}: {got}, expected {want}\n{w.tail()}")
+        time.sleep(0.3)
+
+
+def shown_list(w: WorkerProcess, user: str, event_id: str):
+    """The user's list published for ``event_id``, read from the recommendations topic."""
+    recs = w.consumer("recommendations")
+    try:
+        got = poll_until(recs, lambda rs: any(r.key == user.encode() and r.value and
+                                              decode_recommendation(r.value).source_event_id == event_id
+                                              for r in rs), 90, w)
+    finally:
+        recs.close()
+    return next(rec for r in got if r.key == user.encode() and r.value
+                and (rec := decode_recommendation(r.value)).source_event_id == event_id)
+
+
+def test_clicks_and_hits_are_attributed_to_the_shown_list(worker):
+    user = f"u-{uuid.uuid4().hex[:6]}"
+    worker.produce("interactions", [interaction(user, "t0", 1), interaction(user, "t6", 2)])
+    lst = shown_list(worker, user, f"{user}-t6-2")
+    shown = [it.item_id for it in lst.items]
+    assert len(shown) >= 2 and "t0" not in shown  # seen items are never recommended: t0 is "not shown"
+    mv = lst.model_version
+    worker.produce("impressions", [{"event_id": f"imp-{user}", "user_id": user, "items": shown,
+                                    "model_version": mv, "list_event_id": lst.source_event_id, "ts": NOW + 10}])
+    # Impressions and interactions are different topics (no order between them): the clicks go once the
+    # impression has been applied, as a user's clicks follow the list they were shown.
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": len(shown), "clicks": 0, "hits": 0})
+    worker.produce("interactions", [interaction(user, shown[0], 20, "view"), interaction(user, shown[1], 21, "share"),
+                                    interaction(user, "t0", 22, "view"),  # not in the list
+                                    interaction(user, shown[0], 23, "complete")])  # the same item again
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": len(shown), "clicks": 2, "hits": 1})
+    # The last interaction's list is out: every interaction above was applied, and nothing more was counted.
+    shown_list(worker, user, f"{user}-{shown[0]}-23")
+    assert online(worker, mv) == {"impressions": 1, "impressed_items": len(shown), "clicks": 2, "hits": 1}
+
+
+def test_a_duplicated_impression_counts_once(worker):
+    user, mv = f"d-{uuid.uuid4().hex[:6]}", f"dup-{uuid.uuid4().hex[:6]}"  # a label of this test's own
+    imp = {"event_id": f"imp-{user}", "user_id": user, "items": ["t1", "t2", "t3"], "model_version": mv,
+           "ts": NOW + 10}
+    worker.produce("impressions", [imp, imp])
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": 3, "clicks": 0, "hits": 0})
+    # Re-sent later (a producer's retry), then another impression of the same user: the same partition, so
+    # once the second is counted the re-sent one has been handled before it.
+    worker.produce("impressions", [imp, {**imp, "event_id": f"imp2-{user}", "items": ["t4", "t5"]}])
+    wait_online(worker, mv, {"impressions": 2, "impressed_items": 5, "clicks": 0, "hits": 0})
+
+
+@pytest.mark.parametrize("value, words", [
+    (b'{"event_id": "e", "user_id": "USER", "items": [], "model_version": "m", "ts": 1700000000}', "items"),
+    (b'{"event_id": "e", "user_id": "USER", "items": ["a"], "ts": 1700000000}', "model_version: is required"),
+    (b'not json', "not valid JSON"),
+])
+def test_a_malformed_impression_is_dead_lettered_with_a_reason(worker, value, words):
+    user = f"m-{uuid.uuid4().hex[:6]}"
+    value = value.replace(b"USER", user.encode())
+    dlq = worker.consumer("interactions_dlq")
+    try:
+        worker.produce("impressions", [(user.encode(), value)], raw=True)
+        got = poll_until(dlq, lambda rs: any(decode_dead_letter(r.value).original_bytes() == value for r in rs),
+                         60, worker)
+    finally:
+        dlq.close()
+    dl = next(d for r in got if (d := decode_dead_letter(r.value)).original_bytes() == value)
+    assert dl.stage == ("decode" if value == b"not json" else "validate")
+    assert words in dl.error and dl.topic == worker.settings.kafka.topics.impressions.name
+    assert dl.key_bytes() == user.encode()
+    assert worker.alive()
