@@ -9,8 +9,12 @@ import uuid
 
 import orjson
 import pytest
+import typer
 from prometheus_client.parser import text_string_to_metric_families
 
+from typer.testing import CliRunner
+
+from streams.events_cli import register
 from streams.records import decode_dead_letter, decode_recommendation
 from streams.vectors.milvus import milvus_client
 from tests.workerproc import WorkerProcess, poll_until, worker_env
@@ -73,6 +77,20 @@ def wait_online(w: WorkerProcess, model_version: str, want: dict[str, float], ti
         time.sleep(0.3)
 
 
+def produce_cli(*args: str):
+    """``avrec produce ...`` in-process, as the CLI runs it."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # a group, like the real `avrec` app
+        pass
+
+    register(app)
+    result = CliRunner().invoke(app, ["produce", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def shown_list(w: WorkerProcess, user: str, event_id: str):
     """The user's list published for ``event_id``, read from the recommendations topic."""
     recs = w.consumer("recommendations")
@@ -107,11 +125,15 @@ def test_clicks_and_hits_are_attributed_to_the_shown_list(worker):
     assert online(worker, mv) == {"impressions": 1, "impressed_items": len(shown), "clicks": 2, "hits": 1}
 
 
-def test_a_duplicated_impression_counts_once(worker):
+def test_a_duplicated_impression_counts_once(worker, tmp_path):
+    """Sent twice by `avrec produce impressions` (which rejects a bad line), then re-sent: counted once."""
     user, mv = f"d-{uuid.uuid4().hex[:6]}", f"dup-{uuid.uuid4().hex[:6]}"  # a label of this test's own
     imp = {"event_id": f"imp-{user}", "user_id": user, "items": ["t1", "t2", "t3"], "model_version": mv,
            "ts": NOW + 10}
-    worker.produce("impressions", [imp, imp])
+    path = tmp_path / "impressions.jsonl"
+    path.write_bytes(b"\n".join([orjson.dumps(imp), orjson.dumps({**imp, "items": []}), orjson.dumps(imp)]) + b"\n")
+    out = produce_cli("impressions", str(path), "--topic", worker.settings.kafka.topics.impressions.name)
+    assert "sent 2, rejected 1, failed 0" in out.stdout and ":2: rejected (validate): Impression: items" in out.stderr
     wait_online(worker, mv, {"impressions": 1, "impressed_items": 3, "clicks": 0, "hits": 0})
     # Re-sent later (a producer's retry), then another impression of the same user: the same partition, so
     # once the second is counted the re-sent one has been handled before it.
