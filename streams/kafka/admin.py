@@ -108,7 +108,7 @@ def check_partition_counts(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> 
         counts = {t["name"]: len(t["partitions"]) for t in client.describe_topics([s.name for s in specs])}
     finally:
         client.close()
-    missing = [s for s in specs if counts.get(s.name) is None]
+    missing = [s for s in specs if not counts.get(s.name)]  # described with 0 partitions (or not at all)
     if missing:
         raise TopicConfigError(
             "keyed topics are missing: " + ", ".join(f"{s.name} ({s.partitions} partitions)" for s in missing)

@@ -10,12 +10,17 @@ import uuid
 import orjson
 import pytest
 import typer
+from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from typer.testing import CliRunner
 
 from streams.events_cli import register
+from streams.items.partitioning import partition_for
+from streams.kafka.admin import check_partition_counts, ensure_topics
+from streams.kafka.exceptions import TopicConfigError
 from streams.records import decode_dead_letter, decode_recommendation
+from streams.settings import TopicSpec
 from streams.vectors.milvus import milvus_client
 from tests.workerproc import WorkerProcess, poll_until, worker_env
 
@@ -161,3 +166,46 @@ def test_a_malformed_impression_is_dead_lettered_with_a_reason(worker, value, wo
     assert words in dl.error and dl.topic == worker.settings.kafka.topics.impressions.name
     assert dl.key_bytes() == user.encode()
     assert worker.alive()
+
+
+def test_partition_counts_are_checked_against_the_broker(stack, settings, unique):
+    """The worker's start-up check: an impressions topic with another count, or none, stops it with the fix."""
+    spec = TopicSpec(name=f"impressions-{unique}", partitions=settings.kafka.topics.interactions.partitions)
+    with pytest.raises(TopicConfigError, match=f"missing: {spec.name} \\({spec.partitions} partitions\\)"):
+        check_partition_counts(settings.kafka, [spec])
+    ensure_topics(settings.kafka, [spec.model_copy(update={"partitions": 3})])
+    with pytest.raises(TopicConfigError, match=f"{spec.name}: 3 partitions, configured {spec.partitions}"):
+        check_partition_counts(settings.kafka, [spec])
+
+
+def committed(w: WorkerProcess, topic: str, user: str, timeout: float = 60) -> None:
+    """Until the worker's group has committed everything in ``user``'s partition of ``topic``."""
+    s = w.settings
+    tp = TopicPartition(topic, partition_for(user.encode(), s.kafka.topics.interactions.partitions))
+    probe = KafkaConsumer(**s.kafka.kafka_python_config(), group_id=s.app_id, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        while (probe.committed(tp) or 0) < probe.end_offsets([tp])[tp]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{tp} not committed after {timeout:.0f} s:\n{w.tail()}")
+            time.sleep(0.5)
+    finally:
+        probe.close()
+
+
+def test_attribution_state_survives_a_kill9(worker):
+    """Kept impressions live in the user's state: after kill -9 and a restart, a click still finds its impression
+    and a re-delivered impression is still a duplicate (the new process's counters start at 0)."""
+    user, mv = f"k-{uuid.uuid4().hex[:6]}", f"kill-{uuid.uuid4().hex[:6]}"
+    imp = {"event_id": f"imp-{user}", "user_id": user, "items": ["t7", "t8"], "model_version": mv, "ts": NOW + 10}
+    worker.produce("impressions", [imp])
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": 2, "clicks": 0, "hits": 0})
+    committed(worker, worker.settings.kafka.topics.impressions.name, user)
+    worker.kill9()
+    worker.start()
+    assert online(worker, mv) == dict.fromkeys(COUNTERS, 0.0)
+    worker.produce("interactions", [interaction(user, "t8", 40, "view")])
+    wait_online(worker, mv, {"impressions": 0, "impressed_items": 0, "clicks": 1, "hits": 1})
+    # Re-sent, then a new impression behind it in the same partition: only the new one counts.
+    worker.produce("impressions", [imp, {**imp, "event_id": f"imp2-{user}", "items": ["t9"], "ts": NOW + 50}])
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": 1, "clicks": 1, "hits": 1})
