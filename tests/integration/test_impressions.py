@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from streams.events_cli import register
 from streams.items.partitioning import partition_for
-from streams.kafka.admin import check_partition_counts, ensure_topics
+from streams.kafka.admin import check_partition_counts, ensure_topics, wait_group_stable
 from streams.kafka.exceptions import TopicConfigError
 from streams.records import decode_dead_letter, decode_recommendation
 from streams.settings import TopicSpec
@@ -42,16 +42,7 @@ def worker(stack, tmp_path_factory):
     items = [f"t{i}" for i in range(len(TITLES))]
     w.produce("uploads", [{"event_id": f"up-{i}-{unique}", "item_id": i, "creator_id": f"c{n % 4}", "title": t,
                            "tags": ["test"], "created_at": NOW - 600} for n, (i, t) in enumerate(zip(items, TITLES))])
-    client = milvus_client(w.settings.milvus)
-    try:
-        deadline = time.monotonic() + 180
-        while not (client.has_collection(w.settings.milvus.items_collection) and len(client.get(
-                w.settings.milvus.items_collection, ids=items, output_fields=["item_id"])) == len(items)):
-            if time.monotonic() > deadline:
-                pytest.fail(f"items never reached Milvus:\n{w.tail()}")
-            time.sleep(0.3)
-    finally:
-        client.close()
+    wait_in_milvus(w, items)
     yield w
     w.stop()
     w.drop_collections()
@@ -209,3 +200,66 @@ def test_attribution_state_survives_a_kill9(worker):
     # Re-sent, then a new impression behind it in the same partition: only the new one counts.
     worker.produce("impressions", [imp, {**imp, "event_id": f"imp2-{user}", "items": ["t9"], "ts": NOW + 50}])
     wait_online(worker, mv, {"impressions": 1, "impressed_items": 1, "clicks": 1, "hits": 1})
+
+
+def test_two_workers_attribute_each_users_clicks_where_their_impressions_are(stack, tmp_path):
+    """Co-partitioned: the worker that owns a user's interactions holds their impressions, so with two workers
+    each counts the clicks of its own impressions, and the two together count every one."""
+    unique = "imp2" + uuid.uuid4().hex[:8]
+    env = worker_env(unique, {"AVREC_WORKER__FANOUT_USERS": "0"})
+    workers = [WorkerProcess({**env, "AVREC_WORKER__REPLICA": str(k)}, tmp_path / f"worker{k}.log") for k in range(2)]
+    s = workers[0].settings
+    n = s.kafka.topics.interactions.partitions
+    users, k = {}, 0
+    while len(users) < n:  # one user in each partition: both workers own some of them
+        users.setdefault(partition_for(f"iw{k}".encode(), n), f"iw{k}")
+        k += 1
+    mv = f"two-{unique}"
+    try:
+        for w in workers:
+            w.start()
+        wait_group_stable(s.kafka, s.app_id, 2, 120)
+        items = [f"x{i}" for i in range(3)]
+        workers[0].produce("uploads", [{"event_id": f"up-{i}-{unique}", "item_id": i, "creator_id": i, "title": t,
+                                        "tags": ["two"], "created_at": NOW - 600}
+                                       for i, t in zip(items, TITLES)])
+        wait_in_milvus(workers[0], items)
+        workers[0].produce("impressions", [{"event_id": f"imp-{u}", "user_id": u, "items": items,
+                                            "model_version": mv, "ts": NOW + 10} for u in users.values()])
+
+        def totals() -> tuple[list[dict], dict]:
+            each = [online(w, mv) for w in workers]
+            return each, {key: sum(e[key] for e in each) for key in COUNTERS}
+
+        deadline = time.monotonic() + 90
+        while totals()[1]["impressions"] < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+        each, total = totals()
+        assert total == {"impressions": n, "impressed_items": 3 * n, "clicks": 0, "hits": 0}, each
+        assert all(e["impressions"] > 0 for e in each), each  # both workers own users
+        workers[0].produce("interactions", [{"event_id": f"{u}-c", "user_id": u, "item_id": "x1", "type": "view",
+                                             "ts": NOW + 20} for u in users.values()])
+        deadline = time.monotonic() + 90
+        while totals()[1]["clicks"] < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+        each, total = totals()
+        assert total == {"impressions": n, "impressed_items": 3 * n, "clicks": n, "hits": n}, each
+        assert all(e["clicks"] == e["hits"] == e["impressions"] for e in each), each  # each user's one owner
+    finally:
+        for w in workers:
+            w.stop()
+        workers[0].drop_collections()
+
+
+def wait_in_milvus(w: WorkerProcess, ids: list[str], timeout: float = 180) -> None:
+    client = milvus_client(w.settings.milvus)
+    name = w.settings.milvus.items_collection
+    try:
+        deadline = time.monotonic() + timeout
+        while not (client.has_collection(name)
+                   and len(client.get(name, ids=ids, output_fields=["item_id"])) == len(ids)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"items {ids} never reached Milvus:\n{w.tail()}")
+            time.sleep(0.3)
+    finally:
+        client.close()
