@@ -22,6 +22,7 @@ reads them back per model_version.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,6 +33,14 @@ from streams.web.metrics import CLICKS, HITS, IMPRESSED_ITEMS, IMPRESSIONS
 #: Interaction types that count as a click: positive engagement. ``skip``, ``dislike`` and
 #: ``hide`` are reactions to a shown item too, but not the kind a CTR should reward.
 CLICK_TYPES = frozenset({"view", "like", "share", "comment", "complete"})
+#: Distinct model_version labels one worker exports; later ones are counted under :data:`OTHER`.
+#: The label comes from the producers' impressions, and every new value is a new Prometheus
+#: series: a client that sent, say, a uuid as model_version must not grow them without bound.
+MAX_MODEL_VERSIONS = 64
+OTHER = "other"
+
+log = logging.getLogger(__name__)
+_labels: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +121,28 @@ def _expire(state: UserState, ts: float, window_s: float) -> None:
 def count(outcomes: Iterable[Shown | Click]) -> None:
     """Add a batch's impressions and clicks to this worker's counters (after its states are written)."""
     for o in outcomes:
+        mv = _label(o.model_version)
         if isinstance(o, Shown):
-            IMPRESSIONS.labels(model_version=o.model_version).inc()
-            IMPRESSED_ITEMS.labels(model_version=o.model_version).inc(o.n_items)
+            IMPRESSIONS.labels(model_version=mv).inc()
+            IMPRESSED_ITEMS.labels(model_version=mv).inc(o.n_items)
         else:
-            CLICKS.labels(model_version=o.model_version).inc()
+            CLICKS.labels(model_version=mv).inc()
             if o.hit:
-                HITS.labels(model_version=o.model_version).inc()
+                HITS.labels(model_version=mv).inc()
+
+
+def _label(model_version: str) -> str:
+    if model_version in _labels:
+        return model_version
+    if len(_labels) >= MAX_MODEL_VERSIONS:
+        if OTHER not in _labels:  # said once per worker
+            _labels.add(OTHER)
+            log.warning("impressions name more than %d model versions; %r and later ones are counted as %r "
+                        "(an impression must carry the shown list's model_version)", MAX_MODEL_VERSIONS,
+                        model_version, OTHER)
+        return OTHER
+    _labels.add(model_version)
+    return model_version
 
 
 _FIELDS = {IMPRESSIONS: "impressions", IMPRESSED_ITEMS: "impressed_items", CLICKS: "clicks", HITS: "hits"}
@@ -146,4 +170,4 @@ def online_metrics() -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-__all__ = ["CLICK_TYPES", "Click", "Shown", "apply_impression", "attribute", "count", "online_metrics"]
+__all__ = ["CLICK_TYPES", "MAX_MODEL_VERSIONS", "OTHER", "Click", "Shown", "apply_impression", "attribute", "count", "online_metrics"]

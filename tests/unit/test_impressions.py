@@ -267,3 +267,18 @@ def test_impressions_must_be_co_partitioned_with_interactions():
     both = TopicsSettings(interactions=TopicSpec(name="interactions", partitions=12),
                           impressions=TopicSpec(name="impressions", partitions=12))
     check_copartitioned(KafkaSettings(topics=both))
+
+
+def test_model_version_labels_are_bounded(monkeypatch, caplog):
+    """Labels come from producers: past the bound, new model versions are counted as "other", not new series."""
+    monkeypatch.setattr(online, "_labels", set())
+    monkeypatch.setattr(online, "MAX_MODEL_VERSIONS", 2)
+    tag = "unit-bound"
+    other = REGISTRY.get_sample_value("avrec_impressions_total", {"model_version": online.OTHER}) or 0.0
+    online.count([Shown(f"{tag}-a", 1), Shown(f"{tag}-b", 1), Shown(f"{tag}-c", 1), Shown(f"{tag}-d", 1),
+                  Shown(f"{tag}-a", 1), Click(f"{tag}-e", "i", "x", True)])
+    got = {mv: row["impressions"] for mv, row in online.online_metrics().items() if mv.startswith(tag)}
+    assert got == {f"{tag}-a": 2, f"{tag}-b": 1}
+    assert REGISTRY.get_sample_value("avrec_impressions_total", {"model_version": online.OTHER}) == other + 2
+    assert REGISTRY.get_sample_value("avrec_impression_clicks_total", {"model_version": f"{tag}-e"}) is None
+    assert sum("counted as 'other'" in r.getMessage() for r in caplog.records) == 1
