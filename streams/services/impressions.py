@@ -12,7 +12,9 @@ through its changelog. The rules (docs/EVENTS.md, "Impression"):
 * a later interaction of a click type (:data:`CLICK_TYPES`) on a shown item, at
   most ``impression_attribution_s`` after the impression (by event time, never
   before it), is a click for the most recent such impression, at most once per
-  (impression, item); an impression's first click is also a hit.
+  (impression, item); an impression's first click is also a hit;
+* an impression that arrives after its clicks (no order across topics) gets
+  them from the user's recent positive items (:func:`apply_impression`).
 
 The functions that change a state are pure (state in, state changed in place,
 what to count out); :func:`count` moves what a batch produced into the worker's
@@ -49,6 +51,7 @@ class Shown:
 
     model_version: str
     n_items: int
+    late_clicks: tuple["Click", ...] = ()  # interactions applied before the impression arrived (see below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,14 @@ def apply_impression(state: UserState, imp: Impression, *, kept: int, window_s: 
     the impression ids remembered. Impressions whose window has closed relative to
     the user's newest event are dropped too (they can no longer get a click, except
     from an interaction that arrives that far out of order).
+
+    Kafka does not order the impressions topic against the interactions topic, and
+    apps often send their impression logs in batches, so the user's clicks on the
+    list may have been applied before it arrives. Those are found in the user's
+    ``history`` (their recent positive items, each with its latest time) and
+    counted now as the impression's ``late_clicks``: a shown item whose history
+    time lies in the impression's window, unless a kept impression already has a
+    click on it (a click is never counted twice, so that one keeps it).
     """
     if imp.event_id in state.impression_ids:
         return None
@@ -81,10 +92,23 @@ def apply_impression(state: UserState, imp: Impression, *, kept: int, window_s: 
     while i > 0 and state.impressions[i - 1].ts > entry.ts:
         i -= 1
     state.impressions.insert(i, entry)
+    late = _late_clicks(state, entry, window_s)
     if len(state.impressions) > kept:
         del state.impressions[: len(state.impressions) - kept]
     _expire(state, entry.ts, window_s)
-    return Shown(imp.model_version, len(imp.items))
+    return Shown(imp.model_version, len(imp.items), late)
+
+
+def _late_clicks(state: UserState, entry: KeptImpression, window_s: float) -> tuple[Click, ...]:
+    shown = set(entry.items)
+    claimed = {item for imp in state.impressions for item in imp.clicked}
+    clicks = []
+    for h in state.history:  # oldest first: the first is the hit
+        if (h.item_id in shown and h.item_id not in claimed and h.event_type in CLICK_TYPES
+                and entry.ts <= h.ts <= entry.ts + window_s):
+            clicks.append(Click(entry.model_version, entry.event_id, h.item_id, hit=not entry.clicked))
+            entry.clicked.append(h.item_id)
+    return tuple(clicks)
 
 
 def attribute(state: UserState, item_id: str, event_type: str, ts: float, *, window_s: float) -> Click | None:
@@ -125,6 +149,7 @@ def count(outcomes: Iterable[Shown | Click]) -> None:
         if isinstance(o, Shown):
             IMPRESSIONS.labels(model_version=mv).inc()
             IMPRESSED_ITEMS.labels(model_version=mv).inc(o.n_items)
+            count(o.late_clicks)
         else:
             CLICKS.labels(model_version=mv).inc()
             if o.hit:

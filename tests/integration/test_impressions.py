@@ -121,6 +121,20 @@ def test_clicks_and_hits_are_attributed_to_the_shown_list(worker):
     assert online(worker, mv) == {"impressions": 1, "impressed_items": len(shown), "clicks": 2, "hits": 1}
 
 
+def test_an_impression_that_arrives_after_its_clicks_still_gets_them(worker):
+    """Impression logs are often sent late (no order across topics): the clicks already applied count then."""
+    user, mv = f"l-{uuid.uuid4().hex[:6]}", f"late-{uuid.uuid4().hex[:6]}"  # a label of this test's own
+    worker.produce("interactions", [interaction(user, "t2", 1), interaction(user, "t8", 2)])
+    lst = shown_list(worker, user, f"{user}-t8-2")
+    shown = [it.item_id for it in lst.items]
+    worker.produce("interactions", [interaction(user, shown[0], 20, "view"), interaction(user, shown[1], 21, "like"),
+                                    interaction(user, shown[2], 22, "skip")])  # not a click
+    shown_list(worker, user, f"{user}-{shown[2]}-22")  # all three applied, no impression yet
+    worker.produce("impressions", [{"event_id": f"imp-{user}", "user_id": user, "items": shown,
+                                    "model_version": mv, "ts": NOW + 10}])
+    wait_online(worker, mv, {"impressions": 1, "impressed_items": len(shown), "clicks": 2, "hits": 1})
+
+
 def test_a_duplicated_impression_counts_once(worker, tmp_path):
     """Sent twice by `avrec produce impressions` (which rejects a bad line), then re-sent: counted once."""
     user, mv = f"d-{uuid.uuid4().hex[:6]}", f"dup-{uuid.uuid4().hex[:6]}"  # a label of this test's own

@@ -171,6 +171,51 @@ def test_impressions_expire_once_the_user_is_past_their_window():
     assert [i.event_id for i in s.impressions] == ["new"]
 
 
+def applied(state: UserState, event_id: str, item: str, ts: float, etype: str = "view") -> Click | None:
+    """An interaction as the worker applies it: ingested, then attributed (a duplicate is neither)."""
+    if ingest_user(state, event_id, item, None, etype, None, ts, RankingSettings()) is None:
+        return None
+    return click(state, item, ts)
+
+
+def test_clicks_applied_before_their_impression_arrived_count_when_it_does():
+    """No order across topics: the impression may come after the clicks it led to."""
+    s = UserState()
+    assert applied(s, "e0", "b", T0 - 5, "like") is None  # before the list was shown: never its click
+    assert applied(s, "e1", "a", T0 + 10) is None  # no impression yet
+    assert applied(s, "e2", "c", T0 + 20, "share") is None
+    assert applied(s, "e3", "z", T0 + 30) is None  # not in the list
+    assert applied(s, "e4", "d", T0 + 40, "skip") is None  # not a click
+    shown = show(s, impression(items=["a", "b", "c", "d", "z2"]))
+    assert shown.late_clicks == (Click("hybrid-v1", "imp-1", "a", hit=True),
+                                 Click("hybrid-v1", "imp-1", "c", hit=False))
+    assert s.impressions[0].clicked == ["a", "c"]
+    assert applied(s, "e5", "a", T0 + 50) is None  # a is counted already
+    assert applied(s, "e6", "z2", T0 + 60) == Click("hybrid-v1", "imp-1", "z2", hit=False)  # in order again
+    assert show(s, impression(items=["a", "b", "c", "d", "z2"])) is None  # re-delivered: nothing again
+
+
+def test_late_clicks_only_within_the_window():
+    s = UserState()
+    applied(s, "e1", "a", T0 + WINDOW + 1)
+    assert show(s, impression(items=["a"])).late_clicks == ()
+
+
+def test_a_late_impression_does_not_recount_a_click_another_impression_has():
+    s = UserState()
+    show(s, impression("first", items=["a", "b"], ts=T0, mv="v1"))
+    assert applied(s, "e1", "a", T0 + 10) == Click("v1", "first", "a", hit=True)
+    late = show(s, impression("second", items=["a"], ts=T0 + 5, mv="v2"))  # shown in between, arrived after
+    assert late.late_clicks == () and s.impressions[1].clicked == []
+
+
+def test_late_clicks_are_counted():
+    mv = "unit-late-v1"
+    online.count([Shown(mv, 3, (Click(mv, "i1", "a", True), Click(mv, "i1", "b", False)))])
+    row = online.online_metrics()[mv]
+    assert (row["impressions"], row["impressed_items"], row["clicks"], row["hits"]) == (1, 3, 2, 1)
+
+
 def test_attribution_follows_the_applied_interaction_and_ignores_duplicates():
     """As the worker does: attribute only when ingest_user applied the event (not a duplicate)."""
     cfg = RankingSettings()
@@ -219,8 +264,8 @@ def test_old_state_dicts_without_impressions_still_load():
     s = UserState.from_dict(old)
     assert s.impressions == [] and not s.impression_ids
     assert s.to_dict() == old  # and they are written back exactly as they were
-    show(s, impression())
-    assert click(s, "b", T0 + 1).hit
+    assert show(s, impression(ts=T0 + 1)).late_clicks == ()  # "a" was liked before it was shown
+    assert click(s, "b", T0 + 2).hit
 
 
 def test_a_malformed_kept_impression_is_a_state_format_error():
