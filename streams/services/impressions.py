@@ -16,8 +16,8 @@ through its changelog. The rules (docs/EVENTS.md, "Impression"):
 * an impression that arrives after its clicks (no order across topics) gets
   them from the user's recent positive items (:func:`apply_impression`).
 
-The functions that change a state are pure (state in, state changed in place,
-what to count out); :func:`count` moves what a batch produced into the worker's
+The functions that change a state do no I/O (the state changed in place, what
+to count returned), so they are tested on their own; :func:`count` moves what a batch produced into the worker's
 Prometheus counters once its states are written, and :func:`online_metrics`
 reads them back per model_version.
 """
@@ -195,4 +195,5 @@ def online_metrics() -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-__all__ = ["CLICK_TYPES", "MAX_MODEL_VERSIONS", "OTHER", "Click", "Shown", "apply_impression", "attribute", "count", "online_metrics"]
+__all__ = ["CLICK_TYPES", "MAX_MODEL_VERSIONS", "OTHER", "Click", "Shown", "apply_impression", "attribute", "count",
+           "online_metrics"]
