@@ -64,10 +64,12 @@ def run_worker(loglevel: str = "info") -> None:
     # After the local checks (they need no services), before the worker joins the group:
     # avrec's own topics exist, and every keyed topic has the partition count the state is
     # split by (the input topics are the deployment's: see docs/EVENTS.md).
-    from streams.kafka.admin import check_partition_counts, ensure_topics
+    from streams.kafka.admin import check_copartitioned, check_partition_counts, ensure_topics
 
+    check_copartitioned(settings.kafka)
     ensure_topics(settings.kafka, settings.internal_topics())
-    check_partition_counts(settings.kafka, [settings.kafka.topics.interactions, *settings.internal_topics()])
+    topics = settings.kafka.topics
+    check_partition_counts(settings.kafka, [topics.interactions, topics.impressions, *settings.internal_topics()])
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel]
     if not settings.web.enabled:
