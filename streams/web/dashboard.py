@@ -50,15 +50,14 @@ _ASSETS = {"dashboard.html": "text/html", "dashboard.js": "application/javascrip
 
 
 @lru_cache(maxsize=None)
-def asset(name: str) -> bytes:
+def asset(name: str) -> str:
     """A file of ``streams/web/static`` (packaged with the wheel), read once."""
-    return resources.files("streams.web").joinpath("static", name).read_bytes()
+    return resources.files("streams.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def _asset_response(web, name: str):
-    # Served with a charset so that the page's non-ASCII labels survive any browser default.
-    ctype = _ASSETS[name]
-    return web.bytes(asset(name), content_type=f"{ctype}; charset=utf-8" if ctype.startswith("text") else ctype)
+    # As text: aiohttp then labels it charset=utf-8, so non-ASCII labels survive any browser default.
+    return web.text(asset(name), content_type=_ASSETS[name])
 
 
 @app.page("/dashboard")
@@ -85,7 +84,9 @@ async def dashboard_series(web, request):
 def summary(families: list[Any]) -> dict[str, Any]:
     """What the lists are and how users take them, from one ``REGISTRY.collect()`` pass."""
     sums, _ = sample_sums(families)
-    info = [s.labels for f in families for s in f.samples if s.name == "avrec_model_info" and s.value]
+    # An Info never set still has its sample, without labels: then the settings say which model.
+    info = [s.labels for f in families for s in f.samples
+            if s.name == "avrec_model_info" and s.value and "model_version" in s.labels]
     impressions = labelled(families, "avrec_impressions_total", "model_version")
     items = labelled(families, "avrec_impressed_items_total", "model_version")
     clicks = labelled(families, "avrec_impression_clicks_total", "model_version")
