@@ -42,7 +42,18 @@ PREVIEW_CHARS = 200
 @app.timer(interval=_settings.web.series_every_s, name="dashboard-series")
 async def sample_series() -> None:
     """One reading of the registry a second: a few hundred samples summed, no I/O."""
+    refresh_lag()
     SERIES.sample()
+
+
+def refresh_lag() -> None:
+    """The lag gauge is refilled from the consumer's memory when it is read (as ``/metrics``
+    does), not on its own: without this the chart would show the last scrape's lag."""
+    try:
+        from streams.web.lag import refresh_consumer_lag
+    except ImportError:  # a tree without the metrics change (streams/web/lag.py): no lag to read
+        return
+    refresh_consumer_lag(app)
 
 
 # -- the page --------------------------------------------------------------------------------
