@@ -108,17 +108,19 @@ function drawChart(canvas, times, series, unit) {
     ctx.fillText("waiting for samples…", left + pw / 2, top + ph / 2);
   }
   // lines (a null breaks the line: no list published in that interval)
+  const gap = (v) => v === null || v === undefined;
   for (const s of series) {
-    ctx.strokeStyle = s.colour;
+    ctx.strokeStyle = ctx.fillStyle = s.colour;
     ctx.lineWidth = 1.8;
     ctx.beginPath();
-    let pen = false;
     s.values.forEach((v, i) => {
-      if (v === null || v === undefined) { pen = false; return; }
+      if (gap(v)) return;
       const x = left + (n > 1 ? ((times[i] - t0) / span) * pw : pw);
       const y = top + ph - (Math.min(v, ymax) / ymax) * ph;
-      if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-      pen = true;
+      if (i > 0 && !gap(s.values[i - 1])) ctx.lineTo(x, y);
+      else ctx.moveTo(x, y);
+      // A value alone between gaps (one interval with lists) would draw nothing as a line: a dot.
+      if ((i === 0 || gap(s.values[i - 1])) && (i === n - 1 || gap(s.values[i + 1]))) ctx.fillRect(x - 2, y - 2, 4, 4);
     });
     ctx.stroke();
   }
@@ -210,7 +212,10 @@ function itemLine(it, withReasons) {
     el("span", { class: "id", title: "inspect this item", onclick: () => inspectItem(id) }, id),
     it.title ? el("span", { class: "title" }, it.title) : null,
     typeof it.score === "number" ? el("span", { class: "score" }, it.score.toFixed(3)) : null);
-  for (const [src, c] of Object.entries(it.sources || {})) li.append(el("span", { class: "src" }, `${src} ${fmt(c)}`));
+  // What each source contributed to the score (the sources that gave nothing are left out).
+  for (const [src, c] of Object.entries(it.sources || {})) {
+    if (c) li.append(el("span", { class: "src", "data-source": src }, `${src} ${fmt(c)}`));
+  }
   if (withReasons) {
     const reasons = Array.isArray(it.reasons) ? it.reasons : [];
     li.append(el("span", { class: "reasons" }, reasons.length ? reasons.join("; ") : "(no reason given)"));
@@ -248,7 +253,8 @@ async function inspectUser(userId) {
   $("user-candidates").replaceChildren(...Object.entries(cands).map(([src, items]) => el("div", { "data-source": src },
     el("h4", {}, `${src} (${Array.isArray(items) ? items.length : 0})`),
     el("ol", {}, ...(Array.isArray(items) ? items : []).slice(0, 10).map((c) =>
-      el("li", {}, `${c.item_id ?? "?"}${typeof c.score === "number" ? ` ${c.score.toFixed(3)}` : ""}`))))));
+      el("li", { "data-item-id": c.item_id, title: c.title || "" },
+        `${c.item_id ?? "?"}${typeof c.score === "number" ? ` ${fmt(c.score, 3)}` : ""}`))))));
   box.hidden = false;
 }
 
