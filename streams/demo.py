@@ -1,0 +1,268 @@
+"""``avrec demo``: a first run worth seeing, lists flowing and the dashboard to watch them.
+
+On the local stack (started or reused), it starts a worker, uploads a small catalogue and
+keeps a few synthetic users interacting:
+
+* the catalogue: a few hundred MicroLens titles and a handful of its videos (``file://``
+  URIs, so the audio and video encoders run too) when ``<data_dir>/microlens-sample`` is
+  there, else generated text items on a few themes;
+* the users: ``demo-user-00`` .. with Zipf-skewed activity (the first user is busiest),
+  each with a taste (most of their picks come from a slice of the catalogue of their own),
+  so their lists visibly differ and move toward their taste;
+* one malformed record, announced, so the dashboard's dead-letter table shows what a
+  rejected record and its reason look like.
+
+It writes to the deployment's own topics (no prefix), so ``avrec tail recommendations``
+and ``avrec recommend demo-user-00`` show the same lists as the dashboard.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from streams.records import RecordError, Upload, validate
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MICROLENS_DIR = "microlens-sample"
+MICROLENS_TITLES = "MicroLens-50k_titles.csv"
+USER_PREFIX = "demo-user-"
+# How often a user's pick comes from their own slice of the catalogue (else from all of it).
+TASTE_SHARE = 0.8
+# Interaction types and how often each is sent: mostly views, some strong signals, a few skips.
+EVENT_MIX = (("view", 0.45), ("complete", 0.2), ("like", 0.2), ("share", 0.05), ("skip", 0.1))
+
+THEMES = {
+    "cooking": (["pasta", "ramen", "sourdough", "curry", "dumplings", "tacos", "pancakes", "risotto"],
+                ["recipe", "at home in 15 minutes", "from scratch", "for beginners", "like a chef"]),
+    "cars": (["supercar", "pickup truck", "electric SUV", "muscle car", "rally car", "hatchback"],
+             ["review", "top speed test", "restoration", "oil change guide", "road trip"]),
+    "music": (["guitar solo", "piano cover", "drum groove", "jazz standard", "synth patch", "violin etude"],
+              ["lesson", "live session", "in 60 seconds", "for beginners", "remix"]),
+    "travel": (["Lisbon", "Kyoto", "Patagonia", "Iceland", "Marrakesh", "the Alps"],
+               ["travel vlog", "on a budget", "hidden gems", "street food tour", "in 4K"]),
+    "fitness": (["kettlebell", "yoga flow", "HIIT", "mobility", "running form", "pull-up"],
+                ["workout", "routine for beginners", "in 10 minutes", "mistakes to avoid", "challenge"]),
+    "gaming": (["speedrun", "boss fight", "city builder", "racing sim", "puzzle game", "roguelike"],
+               ["walkthrough", "tips and tricks", "first look", "world record", "review"]),
+}
+
+
+@dataclass
+class Catalogue:
+    uploads: list[dict]
+    source: str  # what the user is told about where it came from
+    tastes: dict[str, list[str]] = field(default_factory=dict)  # a theme -> its item ids
+
+
+def _upload(item_id: str, title: str, creator: str, created_at: float, tags: list[str], **media: str) -> dict | None:
+    rec = {"event_id": f"demo-up-{item_id}", "item_id": item_id, "creator_id": creator, "title": title,
+           "tags": tags, "created_at": created_at, **media}
+    try:
+        validate(Upload, rec)
+    except RecordError as exc:  # a title the schema refuses is left out of the demo, not sent to die
+        log.info("demo: leaving out %s (%s)", item_id, exc)
+        return None
+    return rec
+
+
+def microlens_title(raw: str) -> tuple[str, list[str]]:
+    """MicroLens titles end in ``# tag # tag``: the text before them, and the tags."""
+    text, *tags = raw.split("#")
+    tags = [t.strip()[:64] for t in tags if t.strip()][:8]
+    return (text.strip() or (tags[0] if tags else raw.strip())), tags
+
+
+def microlens_catalogue(sample: Path, n_titles: int, n_videos: int, now: float) -> Catalogue:
+    """The first ``n_titles`` titles of the sample's CSV, and up to ``n_videos`` of its .mp4 files."""
+    titles: dict[str, str] = {}
+    with (sample / MICROLENS_TITLES).open(newline="", encoding="utf-8", errors="replace") as fh:
+        for row in csv.DictReader(fh):
+            titles[row["item"]] = row["title"]
+    videos = sorted(sample.glob("*.mp4"))[:n_videos]
+    chosen = [v.stem for v in videos] + [i for i in titles if i not in {v.stem for v in videos}][:n_titles]
+    uploads, rng = [], random.Random(7)
+    for k, item in enumerate(chosen):
+        title, tags = microlens_title(titles.get(item, f"MicroLens video {item}"))
+        media = {}
+        if k < len(videos):
+            uri = videos[k].resolve().as_uri()
+            media = {"video_uri": uri, "audio_uri": uri}
+        creator = f"ml-creator-{int(item) % 40 if item.isdigit() else 0}"
+        # Uploaded over the last week, so the freshness source has old and new items to tell apart.
+        if rec := _upload(f"ml{item}", title, creator, now - rng.uniform(60, 7 * 86400), ["microlens", *tags],
+                          **media):
+            uploads.append(rec)
+    # No themes in the titles to build tastes from: each taste is a fixed random slice.
+    ids = [u["item_id"] for u in uploads]
+    tastes = {f"slice{k}": rng.sample(ids, min(len(ids), 25)) for k in range(6)}
+    return Catalogue(uploads, f"{len(uploads)} MicroLens items ({len(videos)} with video) from {sample}", tastes)
+
+
+def generated_catalogue(n_items: int, now: float, seed: int = 7) -> Catalogue:
+    """Text items on a few themes (``THEMES``): a user's taste is a theme."""
+    rng = random.Random(seed)
+    uploads, tastes = [], {theme: [] for theme in THEMES}
+    names = list(THEMES)
+    for k in range(n_items):
+        theme = names[k % len(names)]
+        subjects, formats = THEMES[theme]
+        title = f"{rng.choice(subjects).capitalize()} {rng.choice(formats)}"
+        created_at = now - rng.uniform(60, 7 * 86400)
+        if rec := _upload(f"demo-{theme}-{k:04d}", title, f"{theme}-creator-{k % 5}", created_at, [theme]):
+            uploads.append(rec)
+            tastes[theme].append(rec["item_id"])
+    return Catalogue(uploads, f"{len(uploads)} generated text items on {len(names)} themes", tastes)
+
+
+def build_catalogue(settings: Settings, n_items: int, n_videos: int, now: float | None = None) -> Catalogue:
+    now = time.time() if now is None else now
+    sample = settings.data_dir / MICROLENS_DIR
+    if (sample / MICROLENS_TITLES).is_file():
+        return microlens_catalogue(sample, n_items, n_videos, now)
+    return generated_catalogue(n_items, now)
+
+
+def zipf_weights(n: int, s: float = 1.1) -> list[float]:
+    """User k's share of the traffic, proportional to 1/(k+1)^s (a few busy users, a long tail)."""
+    raw = [1.0 / (k + 1) ** s for k in range(n)]
+    return [w / sum(raw) for w in raw]
+
+
+class InteractionFeed:
+    """Synthetic users' interactions at ``rate`` per second, in a thread, until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, n_users: int, rate: float, seed: int = 11):
+        self.settings, self.rate = settings, rate
+        self.rng = random.Random(seed)
+        self.users = [f"{USER_PREFIX}{k:02d}" for k in range(n_users)]
+        self.weights = zipf_weights(n_users)
+        self.all_items = [u["item_id"] for u in catalogue.uploads]
+        themes = [t for t in catalogue.tastes.values() if t] or [self.all_items]
+        self.tastes = {u: themes[k % len(themes)] for k, u in enumerate(self.users)}
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-interactions", daemon=True)
+
+    def next_event(self, now: float) -> dict:
+        user = self.rng.choices(self.users, self.weights)[0]
+        pool = self.tastes[user] if self.rng.random() < TASTE_SHARE else self.all_items
+        kind = self.rng.choices([t for t, _ in EVENT_MIX], [w for _, w in EVENT_MIX])[0]
+        self.sent += 1
+        return {"event_id": f"demo-{user}-{int(now * 1000)}-{self.sent}", "user_id": user,
+                "item_id": self.rng.choice(pool), "type": kind, "ts": now}
+
+    def start(self, producer) -> None:
+        self._producer = producer
+        self._thread.start()
+
+    def _run(self) -> None:
+        topic = self.settings.kafka.topics.interactions.name
+        while not self._stop.wait(1.0 / self.rate):
+            ev = self.next_event(time.time())
+            try:
+                self._producer.send(topic, key=ev["user_id"].encode(), value=orjson.dumps(ev))
+            except Exception as exc:  # noqa: BLE001 - a broker hiccup skips one event, the demo goes on
+                log.warning("demo: could not send an interaction (%s)", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The demo worker's settings over the caller's: the dashboard on the configured port (not a
+    random one), and the MicroLens sample readable as media."""
+    roots = [str(p) for p in settings.encoders.media_roots]
+    sample = settings.data_dir / MICROLENS_DIR
+    if sample.is_dir() and not any(sample.resolve().is_relative_to(Path(r).resolve()) for r in roots):
+        roots.append(str(sample.resolve()))
+    return {"AVREC_WEB__PORT": str(settings.web.port), "AVREC_ENCODERS__MEDIA_ROOTS": json.dumps(roots)}
+
+
+def wait_for_catalogue(settings: Settings, item_ids: list[str], echo: Callable[[str], None],
+                       timeout_s: float = 180.0) -> int:
+    """Wait until the worker has stored ``item_ids`` in Milvus (or ``timeout_s``); returns how many are."""
+    from streams.vectors.milvus import milvus_client
+
+    client = milvus_client(settings.milvus)
+    name = settings.milvus.items_collection
+    deadline, told, stored = time.monotonic() + timeout_s, 0.0, 0
+    try:
+        while time.monotonic() < deadline:
+            if client.has_collection(name):
+                stored = len(client.get(name, ids=item_ids, output_fields=["item_id"]))
+            if stored >= len(item_ids):
+                break
+            if time.monotonic() - told > 10:
+                echo(f"encoding the catalogue: {stored}/{len(item_ids)} items stored")
+                told = time.monotonic()
+            time.sleep(1.0)
+        else:
+            echo(f"{stored}/{len(item_ids)} items stored after {timeout_s:.0f}s; starting the users anyway "
+                 f"(the worker log says why the others are missing)")
+    finally:
+        client.close()
+    return stored
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300, n_videos: int = 4,
+             n_users: int = 12, rate: float = 4.0, status_every_s: float = 15.0) -> None:
+    """Stack up, worker up, catalogue in, interactions flowing; until Ctrl-C (then the worker stops)."""
+    from kafka import KafkaProducer
+
+    from deploy.local.stack import LocalStack
+    from streams.worker_process import WorkerProcess
+
+    report = LocalStack(settings).up(reuse=True)
+    for name in report.started:
+        echo(f"{name:7s} ready in {report.seconds[name]:.1f}s")
+    log_path = settings.stack.state_dir / "demo-worker.log"
+    worker = WorkerProcess(worker_env(settings), log_path)
+    echo(f"starting a worker (log: {log_path}) ...")
+    worker.start(timeout=300)
+    feed = None
+    producer = KafkaProducer(**settings.kafka.kafka_python_config(), acks="all", linger_ms=5)
+    try:
+        catalogue = build_catalogue(settings, n_items, n_videos)
+        t = settings.kafka.topics
+        for rec in catalogue.uploads:
+            producer.send(t.uploads.name, key=rec["item_id"].encode(), value=orjson.dumps(rec))
+        # Shown in the dashboard's dead-letter table with the worker's reason ("not valid JSON").
+        producer.send(t.interactions.name, key=b"demo-malformed", value=b"{this is not json")
+        producer.flush(30)
+        echo(f"uploaded {catalogue.source}; sent one malformed record (see the dead letters)")
+        # Users start once the catalogue is encoded: their first picks then find their items
+        # (an interaction naming an item not yet there would wait for it, parked).
+        wait_for_catalogue(settings, [u["item_id"] for u in catalogue.uploads], echo)
+        feed = InteractionFeed(settings, catalogue, n_users, rate)
+        feed.start(producer)
+        url = settings.web.url
+        echo(f"\n  dashboard : {url}/dashboard   (busiest user: {url}/dashboard?user={feed.users[0]})\n"
+             f"  lists out : topic '{t.recommendations.name}'  ->  avrec tail recommendations\n"
+             f"  a user    : avrec recommend {feed.users[0]}\n"
+             f"  traffic   : {n_users} users ({USER_PREFIX}00 busiest), {rate:g} interactions/s\n"
+             f"  Ctrl-C stops the demo and its worker (the stack keeps running: avrec stack down)\n")
+        while worker.alive():
+            time.sleep(status_every_s)
+            echo(f"{time.strftime('%H:%M:%S')}  {feed.sent} interactions sent")
+        echo(f"the worker stopped (exit {worker.proc.returncode}); its log: {log_path}")
+    except KeyboardInterrupt:
+        echo("stopping the demo ...")
+    finally:
+        if feed is not None:
+            feed.stop()
+        producer.close(5)
+        worker.stop()
