@@ -9,6 +9,8 @@ keeps a few synthetic users interacting:
 * the users: ``demo-user-00`` .. with Zipf-skewed activity (the first user is busiest),
   each with a taste (most of their picks come from a slice of the catalogue of their own),
   so their lists visibly differ and move toward their taste;
+* the users are shown their new lists (``impressions``) and click some of the items, so
+  the dashboard's online CTR and hit rate fill in;
 * one malformed record, announced, so the dashboard's dead-letter table shows what a
   rejected record and its reason look like.
 
@@ -31,7 +33,7 @@ from typing import Callable
 
 import orjson
 
-from streams.records import RecordError, Upload, validate
+from streams.records import Recommendation, RecordError, Upload, decode_recommendation, validate
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ MICROLENS_TITLES = "MicroLens-50k_titles.csv"
 USER_PREFIX = "demo-user-"
 # How often a user's pick comes from their own slice of the catalogue (else from all of it).
 TASTE_SHARE = 0.8
+# How often a user who was shown a list picks from it (a click, in the online metrics).
+CLICK_SHARE = 0.3
+SHOWN_ITEMS = 10
 # Interaction types and how often each is sent: mostly views, some strong signals, a few skips.
 EVENT_MIX = (("view", 0.45), ("complete", 0.2), ("like", 0.2), ("share", 0.05), ("skip", 0.1))
 
@@ -142,7 +147,13 @@ def zipf_weights(n: int, s: float = 1.1) -> list[float]:
 
 
 class InteractionFeed:
-    """Synthetic users' interactions at ``rate`` per second, in a thread, until :meth:`stop`."""
+    """Synthetic users at ``rate`` events per second, in a thread, until :meth:`stop`.
+
+    The users see their lists too: a second thread follows the ``recommendations`` topic, and
+    a user with a new list is shown it (an ``impressions`` event) at one of their next events;
+    later picks come from the list shown with ``CLICK_SHARE``, which the worker attributes as
+    clicks (online CTR and hit rate per model version, on the dashboard).
+    """
 
     def __init__(self, settings: Settings, catalogue: Catalogue, n_users: int, rate: float, seed: int = 11):
         self.settings, self.rate = settings, rate
@@ -152,34 +163,68 @@ class InteractionFeed:
         self.all_items = [u["item_id"] for u in catalogue.uploads]
         themes = [t for t in catalogue.tastes.values() if t] or [self.all_items]
         self.tastes = {u: themes[k % len(themes)] for k, u in enumerate(self.users)}
+        self.lists: dict[str, Recommendation] = {}  # each user's newest published list
+        self.shown: dict[str, Recommendation] = {}  # the list each user was last shown
         self.sent = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-interactions", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name="demo-interactions", daemon=True),
+                         threading.Thread(target=self._watch, name="demo-lists", daemon=True)]
 
-    def next_event(self, now: float) -> dict:
-        user = self.rng.choices(self.users, self.weights)[0]
-        pool = self.tastes[user] if self.rng.random() < TASTE_SHARE else self.all_items
+    def next_events(self, now: float, user: str | None = None) -> list[tuple[str, dict]]:
+        """The next user's events as ``(topic kind, record)``: their interaction, and an impression
+        first when they have a list not shown yet (its clicks come at their later events)."""
+        user = user or self.rng.choices(self.users, self.weights)[0]
+        shown = self.shown.get(user)
+        if shown is not None and self.rng.random() < CLICK_SHARE:
+            pool = [i.item_id for i in shown.items[:SHOWN_ITEMS]]
+        else:
+            pool = self.tastes[user] if self.rng.random() < TASTE_SHARE else self.all_items
         kind = self.rng.choices([t for t, _ in EVENT_MIX], [w for _, w in EVENT_MIX])[0]
         self.sent += 1
-        return {"event_id": f"demo-{user}-{int(now * 1000)}-{self.sent}", "user_id": user,
-                "item_id": self.rng.choice(pool), "type": kind, "ts": now}
+        events = [("interactions", {"event_id": f"demo-{user}-{int(now * 1000)}-{self.sent}", "user_id": user,
+                                    "item_id": self.rng.choice(pool), "type": kind, "ts": now})]
+        latest = self.lists.get(user)
+        if latest is not None and (shown is None or shown.source_event_id != latest.source_event_id):
+            self.shown[user] = latest
+            events.insert(0, ("impressions", {
+                "event_id": f"demo-imp-{user}-{latest.source_event_id}", "user_id": user,
+                "items": [i.item_id for i in latest.items[:SHOWN_ITEMS]], "model_version": latest.model_version,
+                "list_event_id": latest.source_event_id, "ts": now}))
+        return events
 
-    def start(self, producer) -> None:
-        self._producer = producer
-        self._thread.start()
+    def offer(self, rec: Recommendation) -> None:
+        """A list the worker published: the user's next impression shows it."""
+        if rec.user_id in self.tastes and rec.items:
+            self.lists[rec.user_id] = rec
+
+    def start(self, producer, lists_consumer) -> None:
+        self._producer, self._consumer = producer, lists_consumer
+        for t in self._threads:
+            t.start()
 
     def _run(self) -> None:
-        topic = self.settings.kafka.topics.interactions.name
+        t = self.settings.kafka.topics
         while not self._stop.wait(1.0 / self.rate):
-            ev = self.next_event(time.time())
-            try:
-                self._producer.send(topic, key=ev["user_id"].encode(), value=orjson.dumps(ev))
-            except Exception as exc:  # noqa: BLE001 - a broker hiccup skips one event, the demo goes on
-                log.warning("demo: could not send an interaction (%s)", exc)
+            for kind, ev in self.next_events(time.time()):
+                try:
+                    self._producer.send(getattr(t, kind).name, key=ev["user_id"].encode(), value=orjson.dumps(ev))
+                except Exception as exc:  # noqa: BLE001 - a broker hiccup skips one event, the demo goes on
+                    log.warning("demo: could not send an event (%s)", exc)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    if r.value and r.key and r.key.startswith(USER_PREFIX.encode()):
+                        try:
+                            self.offer(decode_recommendation(r.value, max_future_s=None))
+                        except RecordError as exc:
+                            log.warning("demo: unreadable list for %r (%s)", r.key, exc)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        for t in self._threads:
+            t.join(5)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -221,7 +266,7 @@ def wait_for_catalogue(settings: Settings, item_ids: list[str], echo: Callable[[
 def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300, n_videos: int = 4,
              n_users: int = 12, rate: float = 4.0, status_every_s: float = 15.0) -> None:
     """Stack up, worker up, catalogue in, interactions flowing; until Ctrl-C (then the worker stops)."""
-    from kafka import KafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer
 
     from deploy.local.stack import LocalStack
     from streams.worker_process import WorkerProcess
@@ -248,21 +293,25 @@ def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300
         # (an interaction naming an item not yet there would wait for it, parked).
         wait_for_catalogue(settings, [u["item_id"] for u in catalogue.uploads], echo)
         feed = InteractionFeed(settings, catalogue, n_users, rate)
-        feed.start(producer)
+        lists = KafkaConsumer(t.recommendations.name, **settings.kafka.kafka_python_config(),
+                              auto_offset_reset="latest", enable_auto_commit=False)
+        feed.start(producer, lists)
         url = settings.web.url
         echo(f"\n  dashboard : {url}/dashboard   (busiest user: {url}/dashboard?user={feed.users[0]})\n"
              f"  lists out : topic '{t.recommendations.name}'  ->  avrec tail recommendations\n"
              f"  a user    : avrec recommend {feed.users[0]}\n"
-             f"  traffic   : {n_users} users ({USER_PREFIX}00 busiest), {rate:g} interactions/s\n"
+             f"  traffic   : {n_users} users ({USER_PREFIX}00 busiest), {rate:g} interactions/s, each shown"
+             f" their new lists ('{t.impressions.name}': CTR on the dashboard)\n"
              f"  Ctrl-C stops the demo and its worker (the stack keeps running: avrec stack down)\n")
         while worker.alive():
             time.sleep(status_every_s)
-            echo(f"{time.strftime('%H:%M:%S')}  {feed.sent} interactions sent")
+            echo(f"{time.strftime('%H:%M:%S')}  {feed.sent} interactions sent, {len(feed.shown)} users shown a list")
         echo(f"the worker stopped (exit {worker.proc.returncode}); its log: {log_path}")
     except KeyboardInterrupt:
         echo("stopping the demo ...")
     finally:
         if feed is not None:
             feed.stop()
+            lists.close()
         producer.close(5)
         worker.stop()

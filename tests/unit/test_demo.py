@@ -8,6 +8,8 @@ import time
 import pytest
 
 from streams.demo import (
+    CLICK_SHARE,
+    SHOWN_ITEMS,
     TASTE_SHARE,
     InteractionFeed,
     generated_catalogue,
@@ -15,7 +17,7 @@ from streams.demo import (
     microlens_title,
     zipf_weights,
 )
-from streams.records import Interaction, Upload, validate
+from streams.records import Interaction, Recommendation, RecommendedItem, Upload, validate
 from streams.settings import Settings
 
 NOW = time.time()
@@ -60,7 +62,7 @@ def test_zipf_weights_sum_to_one_and_fall():
 def test_feed_is_skewed_toward_busy_users_and_each_users_taste():
     cat = generated_catalogue(120, NOW)
     feed = InteractionFeed(Settings(), cat, n_users=6, rate=1.0, seed=3)
-    events = [feed.next_event(NOW + k) for k in range(3000)]
+    events = [ev for k in range(3000) for kind, ev in feed.next_events(NOW + k)]
     for ev in events[:50]:
         validate(Interaction, ev, now=NOW + 3000)
     by_user = collections.Counter(e["user_id"] for e in events)
@@ -71,3 +73,24 @@ def test_feed_is_skewed_toward_busy_users_and_each_users_taste():
     # The taste share plus the random picks that fall in the taste by chance (1 theme in 6).
     assert in_taste == pytest.approx(TASTE_SHARE + (1 - TASTE_SHARE) / 6, abs=0.05)
     assert len({e["event_id"] for e in events}) == len(events)
+
+
+def test_a_user_is_shown_each_new_list_once_and_then_clicks_in_it():
+    cat = generated_catalogue(120, NOW)
+    feed = InteractionFeed(Settings(), cat, n_users=3, rate=1.0, seed=5)
+    user = feed.users[1]
+    shown = [u["item_id"] for u in cat.uploads[:15]]
+    rec = Recommendation(user_id=user, items=[RecommendedItem(item_id=i, score=1.0, reasons=["r"]) for i in shown],
+                         model_version="hybrid-v1", source_event_id="ev-7", event_ts=NOW, produced_at=NOW)
+    feed.offer(rec)
+    first = feed.next_events(NOW, user)
+    assert [kind for kind, _ in first] == ["impressions", "interactions"]
+    imp = first[0][1]  # the impression event of docs/EVENTS.md
+    assert imp == {"event_id": f"demo-imp-{user}-ev-7", "user_id": user, "items": shown[:SHOWN_ITEMS],
+                   "model_version": "hybrid-v1", "list_event_id": "ev-7", "ts": NOW}
+    later = [feed.next_events(NOW + k, user) for k in range(1, 2001)]
+    assert all(kind == "interactions" for evs in later for kind, _ in evs), "a list is shown once"
+    picks = [evs[0][1]["item_id"] for evs in later]
+    # Clicks in the shown list, plus the taste picks that happen to be in it.
+    in_list = sum(p in set(shown[:SHOWN_ITEMS]) for p in picks) / len(picks)
+    assert in_list >= CLICK_SHARE - 0.05

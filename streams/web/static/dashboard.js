@@ -67,7 +67,12 @@ function niceMax(v) {
   return 10 * p;
 }
 
-function drawChart(canvas, times, series, unit) {
+// Freshness spans milliseconds (caught up) to minutes (a backlog): its chart is logarithmic,
+// from LOG_FLOOR_S up, so both stay readable.
+const LOG_FLOOR_S = 0.001;
+function secondsLabel(v) { return v < 1 ? `${fmt(v * 1000, 0)}ms` : `${fmt(v, 0)}s`; }
+
+function drawChart(canvas, times, series, unit, log = false) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
@@ -81,10 +86,21 @@ function drawChart(canvas, times, series, unit) {
   const pw = w - left - right, ph = h - top - bottom;
   let max = 0;
   for (const s of series) for (const v of s.values) if (v !== null && v > max) max = v;
-  const ymax = niceMax(max);
   const n = times.length;
   const t0 = n ? times[0] : 0, t1 = n ? times[n - 1] : 1;
   const span = Math.max(t1 - t0, 1e-9);
+  let ticks, yOf, label;
+  if (log) {
+    const decades = Math.max(1, Math.ceil(Math.log10(Math.max(max, LOG_FLOOR_S * 10) / LOG_FLOOR_S)));
+    ticks = Array.from({ length: decades + 1 }, (_, i) => LOG_FLOOR_S * 10 ** i);
+    yOf = (v) => top + ph - (Math.log10(Math.max(v, LOG_FLOOR_S) / LOG_FLOOR_S) / decades) * ph;
+    label = secondsLabel;
+  } else {
+    const ymax = niceMax(max);
+    ticks = [0, 1, 2, 3, 4].map((i) => (ymax * i) / 4);
+    yOf = (v) => top + ph - (Math.min(v, ymax) / ymax) * ph;
+    label = (v) => fmt(v) + unit;
+  }
 
   // grid and y labels
   ctx.font = "11px system-ui, sans-serif";
@@ -93,10 +109,10 @@ function drawChart(canvas, times, series, unit) {
   ctx.lineWidth = 1;
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
-  for (let i = 0; i <= 4; i++) {
-    const y = top + ph - (ph * i) / 4;
+  for (const v of ticks) {
+    const y = yOf(v);
     ctx.beginPath(); ctx.moveTo(left, y + 0.5); ctx.lineTo(left + pw, y + 0.5); ctx.stroke();
-    ctx.fillText(fmt((ymax * i) / 4) + unit, left - 4, y);
+    ctx.fillText(label(v), left - 4, y);
   }
   // x labels: seconds before the newest sample
   ctx.textAlign = "center";
@@ -116,7 +132,7 @@ function drawChart(canvas, times, series, unit) {
     s.values.forEach((v, i) => {
       if (gap(v)) return;
       const x = left + (n > 1 ? ((times[i] - t0) / span) * pw : pw);
-      const y = top + ph - (Math.min(v, ymax) / ymax) * ph;
+      const y = yOf(v);
       if (i > 0 && !gap(s.values[i - 1])) ctx.lineTo(x, y);
       else ctx.moveTo(x, y);
       // A value alone between gaps (one interval with lists) would draw nothing as a line: a dot.
@@ -138,7 +154,7 @@ function drawAll() {
     { values: d.events_per_s, colour: COLOURS.c0 }, { values: d.lists_per_s, colour: COLOURS.c1 }], "/s");
   drawChart($("chart-lag"), d.t, [{ values: d.lag, colour: COLOURS.c2 }], "");
   drawChart($("chart-freshness"), d.t, [
-    { values: d.freshness_p50_s, colour: COLOURS.c0 }, { values: d.freshness_p99_s, colour: COLOURS.c3 }], "s");
+    { values: d.freshness_p50_s, colour: COLOURS.c0 }, { values: d.freshness_p99_s, colour: COLOURS.c3 }], "s", true);
 }
 
 async function pollSeries() {
@@ -206,6 +222,16 @@ function showError(prefix, message) {
   e.hidden = !message;
 }
 
+// The fresh source scores an item by its upload time (unix seconds): shown as an age.
+function scoreText(v) {
+  if (v > 1e9 && v < 1e11) {
+    const age = Math.max(0, Date.now() / 1000 - v);
+    return age < 3600 ? `${Math.round(age / 60)} min old` : age < 172800 ? `${Math.round(age / 3600)} h old`
+      : `${Math.round(age / 86400)} d old`;
+  }
+  return fmt(v, 3);
+}
+
 function itemLine(it, withReasons) {
   const id = it.item_id ?? "?";
   const li = el("li", { "data-item-id": id },
@@ -254,7 +280,7 @@ async function inspectUser(userId) {
     el("h4", {}, `${src} (${Array.isArray(items) ? items.length : 0})`),
     el("ol", {}, ...(Array.isArray(items) ? items : []).slice(0, 10).map((c) =>
       el("li", { "data-item-id": c.item_id, title: c.title || "" },
-        `${c.item_id ?? "?"}${typeof c.score === "number" ? ` ${fmt(c.score, 3)}` : ""}`))))));
+        `${c.item_id ?? "?"}${typeof c.score === "number" ? ` ${scoreText(c.score)}` : ""}`))))));
   box.hidden = false;
 }
 
