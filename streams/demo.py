@@ -238,15 +238,16 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def wait_for_catalogue(settings: Settings, item_ids: list[str], echo: Callable[[str], None],
-                       timeout_s: float = 180.0) -> int:
-    """Wait until the worker has stored ``item_ids`` in Milvus (or ``timeout_s``); returns how many are."""
+                       alive: Callable[[], bool] = lambda: True, timeout_s: float = 180.0) -> int:
+    """Wait until the worker has stored ``item_ids`` in Milvus (or ``timeout_s``, or the worker
+    stopped: ``alive``); returns how many are."""
     from streams.vectors.milvus import milvus_client
 
     client = milvus_client(settings.milvus)
     name = settings.milvus.items_collection
     deadline, told, stored = time.monotonic() + timeout_s, 0.0, 0
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and alive():
             if client.has_collection(name):
                 stored = len(client.get(name, ids=item_ids, output_fields=["item_id"]))
             if stored >= len(item_ids):
@@ -255,8 +256,8 @@ def wait_for_catalogue(settings: Settings, item_ids: list[str], echo: Callable[[
                 echo(f"encoding the catalogue: {stored}/{len(item_ids)} items stored")
                 told = time.monotonic()
             time.sleep(1.0)
-        else:
-            echo(f"{stored}/{len(item_ids)} items stored after {timeout_s:.0f}s; starting the users anyway "
+        if stored < len(item_ids):
+            echo(f"{stored}/{len(item_ids)} items stored; starting the users anyway "
                  f"(the worker log says why the others are missing)")
     finally:
         client.close()
@@ -291,7 +292,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300
         echo(f"uploaded {catalogue.source}; sent one malformed record (see the dead letters)")
         # Users start once the catalogue is encoded: their first picks then find their items
         # (an interaction naming an item not yet there would wait for it, parked).
-        wait_for_catalogue(settings, [u["item_id"] for u in catalogue.uploads], echo)
+        wait_for_catalogue(settings, [u["item_id"] for u in catalogue.uploads], echo, worker.alive)
         feed = InteractionFeed(settings, catalogue, n_users, rate)
         lists = KafkaConsumer(t.recommendations.name, **settings.kafka.kafka_python_config(),
                               auto_offset_reset="latest", enable_auto_commit=False)
