@@ -6,16 +6,17 @@ keeps a few synthetic users interacting:
 * the catalogue: a few hundred MicroLens titles and a handful of its videos (``file://``
   URIs, so the audio and video encoders run too) when ``<data_dir>/microlens-sample`` is
   there, else generated text items on a few themes;
-* the users: ``demo-user-00`` .. with Zipf-skewed activity (the first user is busiest),
-  each with a taste (most of their picks come from a slice of the catalogue of their own),
-  so their lists visibly differ and move toward their taste;
+* the users: ``demo-<HHMMSS>-00`` .. (fresh ids each run) with Zipf-skewed activity (the
+  first user is the busiest), each with a taste (most of their picks come from a slice of
+  the catalogue of their own), so their lists visibly differ and move toward their taste;
 * the users are shown their new lists (``impressions``) and click some of the items, so
   the dashboard's online CTR and hit rate fill in;
+* more items keep coming (``uploads_per_min``), so new items reach lists as they are uploaded;
 * one malformed record, announced, so the dashboard's dead-letter table shows what a
   rejected record and its reason look like.
 
 It writes to the deployment's own topics (no prefix), so ``avrec tail recommendations``
-and ``avrec recommend demo-user-00`` show the same lists as the dashboard.
+and ``avrec recommend <user>`` show the same lists as the dashboard.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import csv
 import json
 import logging
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 MICROLENS_DIR = "microlens-sample"
 MICROLENS_TITLES = "MicroLens-50k_titles.csv"
-USER_PREFIX = "demo-user-"
+USER_PREFIX = "demo-"
+# Items kept back to upload while the demo runs: new items keep reaching lists (the fan-out and
+# the fresh source), and busy users, who never get an item they have seen, do not run out.
+LATER_ITEMS = 2000
 # How often a user's pick comes from their own slice of the catalogue (else from all of it).
 TASTE_SHARE = 0.8
 # How often a user who was shown a list picks from it (a click, in the online metrics).
@@ -70,6 +73,7 @@ class Catalogue:
     uploads: list[dict]
     source: str  # what the user is told about where it came from
     tastes: dict[str, list[str]] = field(default_factory=dict)  # a theme -> its item ids
+    later: list[dict] = field(default_factory=list)  # uploaded one by one while the demo runs
 
 
 def _upload(item_id: str, title: str, creator: str, created_at: float, tags: list[str], **media: str) -> dict | None:
@@ -97,7 +101,8 @@ def microlens_catalogue(sample: Path, n_titles: int, n_videos: int, now: float) 
         for row in csv.DictReader(fh):
             titles[row["item"]] = row["title"]
     videos = sorted(sample.glob("*.mp4"))[:n_videos]
-    chosen = [v.stem for v in videos] + [i for i in titles if i not in {v.stem for v in videos}][:n_titles]
+    chosen = [v.stem for v in videos] + [i for i in titles if i not in {v.stem for v in videos}][
+        :n_titles + LATER_ITEMS]
     uploads, rng = [], random.Random(7)
     for k, item in enumerate(chosen):
         title, tags = microlens_title(titles.get(item, f"MicroLens video {item}"))
@@ -110,10 +115,13 @@ def microlens_catalogue(sample: Path, n_titles: int, n_videos: int, now: float) 
         if rec := _upload(f"ml{item}", title, creator, now - rng.uniform(60, 7 * 86400), ["microlens", *tags],
                           **media):
             uploads.append(rec)
+    first = len(videos) + n_titles
+    uploads, later = uploads[:first], uploads[first:]
     # No themes in the titles to build tastes from: each taste is a fixed random slice.
     ids = [u["item_id"] for u in uploads]
     tastes = {f"slice{k}": rng.sample(ids, min(len(ids), 25)) for k in range(6)}
-    return Catalogue(uploads, f"{len(uploads)} MicroLens items ({len(videos)} with video) from {sample}", tastes)
+    return Catalogue(uploads, f"{len(uploads)} MicroLens items ({len(videos)} with video) from {sample}", tastes,
+                     later)
 
 
 def generated_catalogue(n_items: int, now: float, seed: int = 7) -> Catalogue:
@@ -121,15 +129,17 @@ def generated_catalogue(n_items: int, now: float, seed: int = 7) -> Catalogue:
     rng = random.Random(seed)
     uploads, tastes = [], {theme: [] for theme in THEMES}
     names = list(THEMES)
-    for k in range(n_items):
+    for k in range(n_items + LATER_ITEMS):
         theme = names[k % len(names)]
         subjects, formats = THEMES[theme]
         title = f"{rng.choice(subjects).capitalize()} {rng.choice(formats)}"
         created_at = now - rng.uniform(60, 7 * 86400)
         if rec := _upload(f"demo-{theme}-{k:04d}", title, f"{theme}-creator-{k % 5}", created_at, [theme]):
             uploads.append(rec)
-            tastes[theme].append(rec["item_id"])
-    return Catalogue(uploads, f"{len(uploads)} generated text items on {len(names)} themes", tastes)
+    uploads, later = uploads[:n_items], uploads[n_items:]
+    for rec in uploads:
+        tastes[rec["tags"][0]].append(rec["item_id"])
+    return Catalogue(uploads, f"{len(uploads)} generated text items on {len(names)} themes", tastes, later)
 
 
 def build_catalogue(settings: Settings, n_items: int, n_videos: int, now: float | None = None) -> Catalogue:
@@ -155,10 +165,15 @@ class InteractionFeed:
     clicks (online CTR and hit rate per model version, on the dashboard).
     """
 
-    def __init__(self, settings: Settings, catalogue: Catalogue, n_users: int, rate: float, seed: int = 11):
-        self.settings, self.rate = settings, rate
+    def __init__(self, settings: Settings, catalogue: Catalogue, n_users: int, rate: float, seed: int = 11,
+                 run_tag: str = "user", upload_every_s: float = 0.0):
+        self.settings, self.rate, self.upload_every_s = settings, rate, upload_every_s
         self.rng = random.Random(seed)
-        self.users = [f"{USER_PREFIX}{k:02d}" for k in range(n_users)]
+        # Fresh user ids per run: a user of an earlier run has seen most of the catalogue already.
+        self.prefix = f"{USER_PREFIX}{run_tag}-"
+        self.users = [f"{self.prefix}{k:02d}" for k in range(n_users)]
+        self.later = list(catalogue.later)
+        self.catalogue_tastes = catalogue.tastes
         self.weights = zipf_weights(n_users)
         self.all_items = [u["item_id"] for u in catalogue.uploads]
         themes = [t for t in catalogue.tastes.values() if t] or [self.all_items]
@@ -192,6 +207,16 @@ class InteractionFeed:
                 "list_event_id": latest.source_event_id, "ts": now}))
         return events
 
+    def next_upload(self, now: float) -> dict | None:
+        """The next item kept back, uploaded now; users pick it from then on (None: none left)."""
+        if not self.later:
+            return None
+        rec = {**self.later.pop(0), "created_at": now}
+        self.all_items.append(rec["item_id"])
+        if rec["tags"] and rec["tags"][0] in self.catalogue_tastes:
+            self.catalogue_tastes[rec["tags"][0]].append(rec["item_id"])
+        return rec
+
     def offer(self, rec: Recommendation) -> None:
         """A list the worker published: the user's next impression shows it."""
         if rec.user_id in self.tastes and rec.items:
@@ -204,18 +229,25 @@ class InteractionFeed:
 
     def _run(self) -> None:
         t = self.settings.kafka.topics
+        next_upload = time.monotonic() + self.upload_every_s
         while not self._stop.wait(1.0 / self.rate):
-            for kind, ev in self.next_events(time.time()):
+            events = [(t.interactions.name if kind == "interactions" else t.impressions.name, ev["user_id"], ev)
+                      for kind, ev in self.next_events(time.time())]
+            if self.upload_every_s > 0 and time.monotonic() >= next_upload:
+                next_upload += self.upload_every_s
+                if (up := self.next_upload(time.time())) is not None:
+                    events.append((t.uploads.name, up["item_id"], up))
+            for topic, key, ev in events:
                 try:
-                    self._producer.send(getattr(t, kind).name, key=ev["user_id"].encode(), value=orjson.dumps(ev))
+                    self._producer.send(topic, key=key.encode(), value=orjson.dumps(ev))
                 except Exception as exc:  # noqa: BLE001 - a broker hiccup skips one event, the demo goes on
-                    log.warning("demo: could not send an event (%s)", exc)
+                    log.warning("demo: could not send an event to %s (%s)", topic, exc)
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             for records in self._consumer.poll(timeout_ms=500).values():
                 for r in records:
-                    if r.value and r.key and r.key.startswith(USER_PREFIX.encode()):
+                    if r.value and r.key and r.key.startswith(self.prefix.encode()):
                         try:
                             self.offer(decode_recommendation(r.value, max_future_s=None))
                         except RecordError as exc:
@@ -265,7 +297,8 @@ def wait_for_catalogue(settings: Settings, item_ids: list[str], echo: Callable[[
 
 
 def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300, n_videos: int = 4,
-             n_users: int = 12, rate: float = 4.0, status_every_s: float = 15.0) -> None:
+             n_users: int = 12, rate: float = 4.0, uploads_per_min: float = 30.0,
+             status_every_s: float = 15.0) -> None:
     """Stack up, worker up, catalogue in, interactions flowing; until Ctrl-C (then the worker stops)."""
     from kafka import KafkaConsumer, KafkaProducer
 
@@ -293,7 +326,8 @@ def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300
         # Users start once the catalogue is encoded: their first picks then find their items
         # (an interaction naming an item not yet there would wait for it, parked).
         wait_for_catalogue(settings, [u["item_id"] for u in catalogue.uploads], echo, worker.alive)
-        feed = InteractionFeed(settings, catalogue, n_users, rate)
+        feed = InteractionFeed(settings, catalogue, n_users, rate, run_tag=time.strftime("%H%M%S"),
+                               upload_every_s=60.0 / uploads_per_min if uploads_per_min > 0 else 0.0)
         lists = KafkaConsumer(t.recommendations.name, **settings.kafka.kafka_python_config(),
                               auto_offset_reset="latest", enable_auto_commit=False)
         feed.start(producer, lists)
@@ -301,12 +335,14 @@ def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300
         echo(f"\n  dashboard : {url}/dashboard   (busiest user: {url}/dashboard?user={feed.users[0]})\n"
              f"  lists out : topic '{t.recommendations.name}'  ->  avrec tail recommendations\n"
              f"  a user    : avrec recommend {feed.users[0]}\n"
-             f"  traffic   : {n_users} users ({USER_PREFIX}00 busiest), {rate:g} interactions/s, each shown"
-             f" their new lists ('{t.impressions.name}': CTR on the dashboard)\n"
+             f"  traffic   : {n_users} users ({feed.users[0]} busiest), {rate:g} interactions/s, each shown"
+             f" their new lists ('{t.impressions.name}': CTR on the dashboard);\n"
+             f"              {uploads_per_min:g} new uploads a minute\n"
              f"  Ctrl-C stops the demo and its worker (the stack keeps running: avrec stack down)\n")
         while worker.alive():
             time.sleep(status_every_s)
-            echo(f"{time.strftime('%H:%M:%S')}  {feed.sent} interactions sent, {len(feed.shown)} users shown a list")
+            echo(f"{time.strftime('%H:%M:%S')}  {feed.sent} interactions sent, {len(feed.shown)} users shown a list, "
+                 f"{len(feed.all_items)} items")
         echo(f"the worker stopped (exit {worker.proc.returncode}); its log: {log_path}")
     except KeyboardInterrupt:
         echo("stopping the demo ...")

@@ -51,6 +51,7 @@ def test_microlens_catalogue_puts_the_videos_first_with_their_media(tmp_path):
     assert cat.uploads[0]["video_uri"] == (tmp_path / "12.mp4").resolve().as_uri()
     assert cat.uploads[0]["title"] == "title 12" and "tag12" in cat.uploads[0]["tags"]
     assert all("video_uri" not in u for u in cat.uploads[1:])
+    assert len(cat.later) == 14 and not {u["item_id"] for u in cat.later} & set(ids)  # kept back for later
 
 
 def test_zipf_weights_sum_to_one_and_fall():
@@ -94,3 +95,15 @@ def test_a_user_is_shown_each_new_list_once_and_then_clicks_in_it():
     # Clicks in the shown list, plus the taste picks that happen to be in it.
     in_list = sum(p in set(shown[:SHOWN_ITEMS]) for p in picks) / len(picks)
     assert in_list >= CLICK_SHARE - 0.05
+
+
+def test_items_kept_back_are_uploaded_now_and_join_their_theme():
+    cat = generated_catalogue(60, NOW)
+    feed = InteractionFeed(Settings(), cat, n_users=6, rate=1.0, run_tag="t1")
+    assert feed.users[0] == "demo-t1-00"
+    rec = feed.next_upload(NOW + 5)
+    validate(Upload, rec, now=NOW + 5)
+    assert rec["created_at"] == NOW + 5 and rec["item_id"] not in {u["item_id"] for u in cat.uploads}
+    assert rec["item_id"] in feed.all_items and rec["item_id"] in cat.tastes[rec["tags"][0]]
+    feed.later.clear()
+    assert feed.next_upload(NOW + 6) is None
