@@ -332,7 +332,9 @@ def run_demo(settings: Settings, echo: Callable[[str], None], n_items: int = 300
                               auto_offset_reset="latest", enable_auto_commit=False)
         feed.start(producer, lists)
         url = settings.web.url
-        echo(f"\n  dashboard : {url}/dashboard   (busiest user: {url}/dashboard?user={feed.users[0]})\n"
+        board = (f"{url}/dashboard   (busiest user: {url}/dashboard?user={feed.users[0]})" if settings.web.enabled
+                 else "off (AVREC_WEB__ENABLED=false): no dashboard, no read API")
+        echo(f"\n  dashboard : {board}\n"
              f"  lists out : topic '{t.recommendations.name}'  ->  avrec tail recommendations\n"
              f"  a user    : avrec recommend {feed.users[0]}\n"
              f"  traffic   : {n_users} users ({feed.users[0]} busiest), {rate:g} interactions/s, each shown"
