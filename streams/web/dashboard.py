@@ -41,7 +41,7 @@ PREVIEW_CHARS = 200
 
 @app.timer(interval=_settings.web.series_every_s, name="dashboard-series")
 async def sample_series() -> None:
-    """One reading of the registry a second: a few hundred samples summed, no I/O."""
+    """One reading of the registry per period (1 s): a few hundred samples summed, no I/O."""
     refresh_lag()
     SERIES.sample()
 

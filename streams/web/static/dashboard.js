@@ -232,6 +232,9 @@ function scoreText(v) {
   return fmt(v, 3);
 }
 
+// Lists from the read API hold objects ({item_id, ...}); a bare id string is taken as one too.
+const asItems = (v) => (Array.isArray(v) ? v : []).map((x) => (typeof x === "string" ? { item_id: x } : x || {}));
+
 function itemLine(it, withReasons) {
   const id = it.item_id ?? "?";
   const li = el("li", { "data-item-id": id },
@@ -266,19 +269,19 @@ async function inspectUser(userId) {
   $("user-name").textContent = u.user_id ?? userId;
   $("user-known").textContent = u.known_user === false ? "unknown user: cold-start list" : "";
   $("user-model").textContent = u.model_version || "–";
-  const list = Array.isArray(u.list) ? u.list : (u.list && Array.isArray(u.list.items) ? u.list.items : []);
+  const list = asItems(Array.isArray(u.list) ? u.list : u.list && u.list.items);
   const ol = $("user-list");
   ol.replaceChildren(...list.map((it) => itemLine(it, true)));
   ol.dataset.items = list.map((it) => it.item_id).join(",");
   if (!list.length) ol.append(el("li", { class: "hint" }, "no list yet"));
-  const history = Array.isArray(u.history) ? u.history : [];
+  const history = asItems(u.history);
   $("user-history").replaceChildren(...(history.length ? history.map((h) => el("li", { "data-item-id": h.item_id },
     `${h.item_id ?? "?"}${h.title ? ` · ${h.title}` : ""}${h.type ? ` (${h.type})` : ""}`))
     : [el("li", { class: "hint" }, "no history")]));
   const cands = u.candidates && typeof u.candidates === "object" ? u.candidates : {};
   $("user-candidates").replaceChildren(...Object.entries(cands).map(([src, items]) => el("div", { "data-source": src },
-    el("h4", {}, `${src} (${Array.isArray(items) ? items.length : 0})`),
-    el("ol", {}, ...(Array.isArray(items) ? items : []).slice(0, 10).map((c) =>
+    el("h4", {}, `${src} (${asItems(items).length})`),
+    el("ol", {}, ...asItems(items).slice(0, 10).map((c) =>
       el("li", { "data-item-id": c.item_id, title: c.title || "" },
         `${c.item_id ?? "?"}${typeof c.score === "number" ? ` ${scoreText(c.score)}` : ""}`))))));
   box.hidden = false;
@@ -304,7 +307,7 @@ async function inspectItem(itemId) {
   const mods = it.modalities && typeof it.modalities === "object" ? it.modalities : {};
   $("item-modalities").replaceChildren(el("span", {}, "vectors:"), ...["text", "audio", "video"].map((m) =>
     el("span", { class: "modality", "data-modality": m, "data-available": Boolean(mods[m]) }, m)));
-  const nb = Array.isArray(it.neighbours) ? it.neighbours : [];
+  const nb = asItems(it.neighbours);
   $("item-neighbours").replaceChildren(...(nb.length ? nb.map((n) => itemLine(n, false))
     : [el("li", { class: "hint" }, "no neighbours")]));
   box.hidden = false;
