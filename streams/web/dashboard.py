@@ -57,33 +57,30 @@ def refresh_lag() -> None:
 
 
 # -- the page --------------------------------------------------------------------------------
-_ASSETS = {"dashboard.html": "text/html", "dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+STYLE_LINK = '<link rel="stylesheet" href="dashboard.css">'
+SCRIPT_TAG = '<script src="dashboard.js"></script>'
 
 
-@lru_cache(maxsize=None)
 def asset(name: str) -> str:
-    """A file of ``streams/web/static`` (packaged with the wheel), read once."""
+    """A file of ``streams/web/static`` (packaged with the wheel)."""
     return resources.files("streams.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def _asset_response(web, name: str):
-    # As text: aiohttp then labels it charset=utf-8, so non-ASCII labels survive any browser default.
-    return web.text(asset(name), content_type=_ASSETS[name])
+@lru_cache(maxsize=1)
+def page_html() -> str:
+    """The page with its stylesheet and script inlined: one response, one route, nothing else
+    to fetch. They are separate files in ``static/`` only to be edited as CSS and JavaScript."""
+    html = asset("dashboard.html")
+    if STYLE_LINK not in html or SCRIPT_TAG not in html:
+        raise RuntimeError("streams/web/static/dashboard.html lost its stylesheet link or script tag")
+    return (html.replace(STYLE_LINK, f"<style>\n{asset('dashboard.css')}</style>")
+                .replace(SCRIPT_TAG, f"<script>\n{asset('dashboard.js')}</script>"))
 
 
 @app.page("/dashboard")
 async def dashboard_page(web, request):
-    return _asset_response(web, "dashboard.html")
-
-
-@app.page("/dashboard/dashboard.js")
-async def dashboard_js(web, request):
-    return _asset_response(web, "dashboard.js")
-
-
-@app.page("/dashboard/dashboard.css")
-async def dashboard_css(web, request):
-    return _asset_response(web, "dashboard.css")
+    # As text: aiohttp then labels it charset=utf-8, so non-ASCII labels survive any browser default.
+    return web.text(page_html(), content_type="text/html")
 
 
 # -- series and summary ----------------------------------------------------------------------
@@ -257,12 +254,3 @@ async def dashboard_dead_letters(web, request):
         return web.json({"error": f"cannot read the dead-letter topics from Kafka at "
                                   f"{_settings.kafka.bootstrap_servers}: {exc}"}, status=503)
     return web.json({"topics": DEAD_LETTERS.topics, "limit": limit, "dead_letters": rows})
-
-
-@app.page("/dashboard/config")
-async def dashboard_config(web, request):
-    """What the page needs to know about this worker (poll periods, topics)."""
-    t = _settings.kafka.topics
-    return web.json({"series_every_s": _settings.web.series_every_s, "recommendations_topic": t.recommendations.name,
-                     "dead_letter_topics": DEAD_LETTERS.topics,
-                     "dead_letters_shown": _settings.web.dead_letters_shown})

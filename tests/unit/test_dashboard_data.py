@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from streams.records import dead_letter, encode
-from streams.web.dashboard import dead_letter_row, parse_limit, summary
+from streams.web.dashboard import dead_letter_row, page_html, parse_limit, summary
 
 
 def _families(**setup):
@@ -71,3 +73,13 @@ def test_limit_defaults_to_and_is_capped_at_the_most(raw, want):
 def test_a_bad_limit_says_what_is_allowed(raw):
     with pytest.raises(ValueError, match="whole number from 1 to 50"):
         parse_limit(raw, 50)
+
+
+def test_the_page_is_one_self_contained_document():
+    html = page_html()
+    assert "<style>" in html and "function drawChart" in html
+    # Nothing fetched from elsewhere: no stylesheet link, no script source, no absolute URL.
+    assert not re.search(r"<link[^>]+href=|<script[^>]+src=|https?://", html)
+    for element in ("chart-throughput", "chart-lag", "chart-freshness", "user-list", "item-neighbours",
+                    "dead-letters", "online-table"):
+        assert f'id="{element}"' in html
