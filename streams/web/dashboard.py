@@ -28,6 +28,7 @@ from typing import Any
 from streams.app import app
 from streams.records import decode_dead_letter
 from streams.settings import KafkaSettings, get_settings
+from streams.web.lag import refresh_consumer_lag
 from streams.web.metrics import BREAKER_CODES, REGISTRY
 from streams.web.series import Series, labelled, sample_sums
 
@@ -49,10 +50,6 @@ async def sample_series() -> None:
 def refresh_lag() -> None:
     """The lag gauge is refilled from the consumer's memory when it is read (as ``/metrics``
     does), not on its own: without this the chart would show the last scrape's lag."""
-    try:
-        from streams.web.lag import refresh_consumer_lag
-    except ImportError:  # a tree without the metrics change (streams/web/lag.py): no lag to read
-        return
     refresh_consumer_lag(app)
 
 
