@@ -155,7 +155,8 @@ class UserRecommendations(View):
         state = _state(user_id)
         ranked = await _rec().read_list(user_id, state, time.time(), _rank_k(), exclude, explain)
         body = {"user_id": user_id, "known_user": _known(state), "model_version": ranked.model_version,
-                "n": n, "offset": offset, "items": _list_json(ranked, offset, offset + n)}
+                "n": n, "offset": offset, "items": _list_json(ranked, offset, offset + n),
+                "served_by": str(app.conf.canonical_url)}
         if explain:
             body["versions"] = await _versions(ranked)
         return self.json(body)
@@ -188,7 +189,8 @@ class UserInspector(View):
                                   for i, s in top]
         return self.json({"user_id": user_id, "known_user": _known(state), "model_version": ranked.model_version,
                           "n_events": state.n_events if state is not None else 0, "history": history,
-                          "list": _list_json(ranked, 0, INSPECTOR_LIST), "candidates": candidates})
+                          "list": _list_json(ranked, 0, INSPECTOR_LIST), "candidates": candidates,
+                          "served_by": str(app.conf.canonical_url)})
 
 
 def app_settings():

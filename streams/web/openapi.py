@@ -74,13 +74,14 @@ SCHEMAS: dict = {
                         "properties": {
         "user_id": {"type": "string"}, "known_user": {"type": "boolean"}, "model_version": {"type": "string"},
         "n": {"type": "integer"}, "offset": {"type": "integer"},
-        "items": {"type": "array", "items": _ref("ListItem")}, "versions": _ref("Versions")}},
+        "items": {"type": "array", "items": _ref("ListItem")}, "versions": _ref("Versions"),
+        "served_by": {"type": "string", "description": "The worker owning the user, which ranked the list."}}},
     "Scored": {"type": "object", "required": ["item_id", "score"], "properties": {
         "item_id": {"type": "string"}, "score": {"type": "number"}, "title": {"type": ["string", "null"]}}},
     "User": {"type": "object", "required": ["user_id", "known_user", "history", "list", "candidates", "model_version"],
              "properties": {
         "user_id": {"type": "string"}, "known_user": {"type": "boolean"}, "model_version": {"type": "string"},
-        "n_events": {"type": "integer"},
+        "n_events": {"type": "integer"}, "served_by": {"type": "string"},
         "history": {"type": "array", "description": "Newest first.", "items": {"type": "object", "properties": {
             "item_id": {"type": "string"}, "title": {"type": ["string", "null"]}, "type": {"type": ["string", "null"]}}}},
         "list": {"type": "array", "items": _ref("ListItem")},
