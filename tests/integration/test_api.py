@@ -298,3 +298,56 @@ def test_openapi_and_docs_are_served(cluster):
     assert "/users/{user_id}/recommendations" in doc["paths"]
     page = _get(w, "/docs")
     assert page.status_code == 200 and "GET /items/{item_id}/similar" in page.text
+
+
+def test_blend_explanations_takedowns_and_reads_publish_nothing(stack, tmp_path):
+    """One worker ranking with the weighted blend: source contributions add up to the score; a taken-down
+    item is flagged and never listed; reading lists publishes no list and changes no state."""
+    from streams.records import decode_recommendation
+
+    unique = "apib" + uuid.uuid4().hex[:8]
+    w = WorkerProcess(worker_env(unique, {"AVREC_RANKING__FUSION": "weighted", "AVREC_WORKER__FANOUT_USERS": "0"}),
+                      tmp_path / "worker.log")
+    w.start()
+    try:
+        items = [_upload(f"a{i}", t, f"chef{i}") for i, t in enumerate(TOPIC_A)]
+        w.produce("uploads", items)
+        _wait_ready(w)
+        user = f"bl-{uuid.uuid4().hex[:6]}"
+        recs = w.consumer("recommendations")
+        first = _like(user, "a0")
+        w.produce("interactions", [first])
+        got = poll_until(recs, lambda rs: any(r.key == user.encode() for r in rs), 120, w)
+        body = _recs(w, user, n=5, explain="true")
+        assert len(body["items"]) == 5 and body["model_version"] == "hybrid-v1" and body["versions"]["ranker"] is None
+        for item in body["items"]:
+            e = item["explain"]
+            assert e["method"] == "weighted" and e["adds_up_to"] == "score" and e["total"] == item["score"]
+            assert abs(sum(e["contributions"].values()) + e["intercept"] - item["score"]) < 1e-6
+            assert e["contributions"] == item["sources"]
+        before = _get(w, f"/users/{user}").json()
+        for _ in range(3):
+            _recs(w, user, n=10, explain="true")
+            _get(w, f"/users/{user}")
+        assert _get(w, f"/users/{user}").json()["history"] == before["history"]
+        victim = body["items"][0]["item_id"]
+        w.produce("control", [{"event_id": f"td-{unique}", "action": "takedown", "item_id": victim, "ts": NOW}])
+        deadline = time.monotonic() + 60
+        while not (item := _get(w, f"/items/{victim}").json()).get("taken_down"):
+            assert time.monotonic() < deadline, item
+            time.sleep(0.3)
+        assert item["available"] is False and item["neighbours"] == []
+        assert victim not in _ids(_recs(w, user, n=5))
+        assert _get(w, f"/items/{victim}/similar").status_code == 404
+        # A marker event's list arrives after any list the reads above could have published: there is none.
+        marker = _like(user, "a1", 5)
+        w.produce("interactions", [marker])
+        got += poll_until(recs, lambda rs: any(r.key == user.encode() and r.value and
+                                               decode_recommendation(r.value).source_event_id == marker["event_id"]
+                                               for r in rs), 60, w)
+        sources = [decode_recommendation(r.value).source_event_id for r in got if r.key == user.encode() and r.value]
+        assert sources == [first["event_id"], marker["event_id"]]
+        recs.close()
+    finally:
+        w.stop()
+        w.drop_collections()
