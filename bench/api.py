@@ -11,12 +11,13 @@ users read afterwards have their real histories (reported: distinct items per us
 ``--ranker PATH`` the workers rank with that fitted learned ranker (``avrec ranker fit``), else with
 the weighted blend.
 
-Measured, for each phase: ``--concurrency`` client threads, each a keep-alive HTTP connection,
-send requests back to back for ``--seconds``, each for a user drawn uniformly among those with a
-history, to the workers in turn (with ``--workers 2`` half of the requests are forwarded to the
-user's owner). Latency is from the request's send to its last byte, on the client. Phases:
-``plain`` (n=10), ``explain`` (n=10, explain=true), ``page`` (n=10, offset=40, exclude=3 ids) and
-``similar`` (``/items/{id}/similar?n=10``). The workers are otherwise idle (the replay is done).
+Measured: ``--concurrency`` client threads, each a keep-alive HTTP connection, send requests back
+to back for ``--seconds`` per kind, cycling through the kinds one request at a time (so every kind
+sees the same background load), each for a user drawn uniformly among those with a history, to
+the workers in turn (with ``--workers 2`` half of the requests are forwarded to the user's owner).
+Latency is from the request's send to its last byte, on the client. Kinds: ``plain`` (n=10),
+``explain`` (n=10, explain=true), ``page`` (n=10, offset=40, exclude=3 ids) and ``similar``
+(``/items/{id}/similar?n=10``). The workers are otherwise idle (the replay is done).
 """
 
 from __future__ import annotations
@@ -58,20 +59,32 @@ def _ready(w: WorkerProcess, timeout: float = 300.0) -> None:
         time.sleep(0.5)
 
 
-def latency_phase(urls: list[str], paths, seconds: float, concurrency: int) -> dict:
-    """``concurrency`` closed-loop clients for ``seconds``; ``paths(rng)`` gives each request's path."""
-    lat: list[float] = []
+def _stats(lat: list[float], wall: float) -> dict:
+    a = np.asarray(lat) if lat else np.zeros(1)
+    return {"requests": len(lat), "requests_per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2),
+            "mean_ms": round(float(a.mean()), 2)}
+
+
+def latency_run(urls: list[str], kinds: dict, seconds: float, concurrency: int) -> dict:
+    """``concurrency`` closed-loop clients for ``seconds``, each cycling through the request ``kinds``
+    (name -> ``path(rng)``) one request at a time: every kind sees the same load on the machine, so
+    their latencies compare even on a shared, noisy box. Per kind: p50/p95/p99, errors."""
+    lat: dict[str, list[float]] = {k: [] for k in kinds}
     errors: dict[str, int] = {}
     lock = threading.Lock()
+    names = list(kinds)
     stop_at = time.perf_counter() + seconds
 
     def client(k: int) -> None:
         rng = np.random.default_rng(k)
-        mine: list[float] = []
+        mine: dict[str, list[float]] = {name: [] for name in names}
         with httpx.Client(timeout=30) as http:
             n = k
             while time.perf_counter() < stop_at:
-                url = urls[n % len(urls)] + paths(rng)
+                name = names[n % len(names)]
+                url = urls[(n // len(names)) % len(urls)] + kinds[name](rng)
                 n += 1
                 t0 = time.perf_counter()
                 try:
@@ -81,12 +94,13 @@ def latency_phase(urls: list[str], paths, seconds: float, concurrency: int) -> d
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 if status == "200":
-                    mine.append((time.perf_counter() - t0) * 1000)
+                    mine[name].append((time.perf_counter() - t0) * 1000)
                 else:
                     with lock:
-                        errors[status] = errors.get(status, 0) + 1
+                        errors[f"{name} {status}"] = errors.get(f"{name} {status}", 0) + 1
         with lock:
-            lat.extend(mine)
+            for name, v in mine.items():
+                lat[name].extend(v)
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
     t0 = time.perf_counter()
@@ -95,11 +109,7 @@ def latency_phase(urls: list[str], paths, seconds: float, concurrency: int) -> d
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    a = np.asarray(lat) if lat else np.zeros(1)
-    return {"requests": len(lat), "errors": errors, "requests_per_s": round(len(lat) / wall, 1),
-            "p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2),
-            "mean_ms": round(float(a.mean()), 2)}
+    return {**{name: _stats(v, wall) for name, v in lat.items()}, "errors": errors}
 
 
 def main() -> None:
@@ -112,7 +122,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=5000.0, help="offered events/s of the replay")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--ranker", help="a fitted ranker file (avrec ranker fit): rank with it, not the blend")
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each latency phase")
+    p.add_argument("--seconds", type=float, default=20.0, help="measuring time per request kind")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--phases", default="plain,explain,page,similar")
     p.add_argument("--json-out")
@@ -164,10 +174,9 @@ def main() -> None:
                                + ",".join(items[int(i)] for i in r.integers(len(items), size=3))),
             "similar": lambda r: f"/items/{items[int(r.integers(len(items)))]}/similar?n=10",
         }
-        for name in args.phases.split(","):
-            latency_phase(urls, phases[name], min(3.0, args.seconds), args.concurrency)  # warm the caches
-            result[name] = latency_phase(urls, phases[name], args.seconds, args.concurrency)
-            log.warning("%s: %s", name, result[name])
+        chosen = {name: phases[name] for name in args.phases.split(",")}
+        latency_run(urls, chosen, min(3.0, args.seconds), args.concurrency)  # warm the caches and connections
+        result.update(latency_run(urls, chosen, args.seconds * len(chosen), args.concurrency))
         result["workers_alive"] = all(w.alive() for w in workers)
     finally:
         for w in workers:
