@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 
+import numpy as np
 from aiohttp import web as aioweb
 from faust.web import View
 
@@ -70,6 +71,18 @@ async def _answer(view: View, fn) -> object:
     except AvrecError as exc:  # Milvus / Triton / Kafka wrappers: the reason is in the message
         log.warning("read API: %s", exc)
         return view.json({"error": f"a backing service failed: {exc}; retry"}, status=503)
+
+
+def app_settings():
+    """The worker's settings (those its context was created with)."""
+    return _ctx().settings
+
+
+def _rank_k() -> int:
+    """Every read ranks the same ``k`` and slices it: MMR is greedy, so one ranking's pages are disjoint
+    and consistent whatever ``n`` and ``offset`` ask for."""
+    s = app_settings()
+    return max(s.web.api_max_n, s.ranking.top_k)
 
 
 def _state(user_id: str) -> UserState | None:
@@ -193,17 +206,6 @@ class UserInspector(View):
                           "served_by": str(app.conf.canonical_url)})
 
 
-def app_settings():
-    return _ctx().settings
-
-
-def _rank_k() -> int:
-    """Every read ranks the same ``k`` and slices it: MMR is greedy, so one ranking's pages are disjoint
-    and consistent whatever ``n`` and ``offset`` ask for."""
-    s = app_settings()
-    return max(s.web.api_max_n, s.ranking.top_k)
-
-
 # ------------------------------------------------------------------ items
 
 
@@ -222,9 +224,7 @@ async def _neighbours(row: dict, n: int) -> list[dict]:
     return [{"item_id": i, "score": float(s), "title": infos[i].title if i in infos else None} for i, s in hits]
 
 
-def _vector(row: dict):
-    import numpy as np
-
+def _vector(row: dict) -> np.ndarray:
     return np.asarray(row["vector"], dtype=np.float32)[None, :]
 
 

@@ -67,10 +67,12 @@ SCHEMAS: dict = {
         "explain": _ref("Explanation")}},
     "Versions": {"type": "object", "properties": {
         "model_version": {"type": "string"}, "base_model_version": {"type": "string"},
-        "fusion": {"type": "string"}, "ranker": {"type": ["string", "null"], "description": "The ranker's fingerprint."},
+        "fusion": {"type": "string"},
+        "ranker": {"type": ["string", "null"], "description": "The ranker's fingerprint."},
         "encoders": {"type": "object", "description": "Per tower: weights (path or built-in) and sha256 prefix.",
                      "additionalProperties": {"type": "object"}}}},
-    "Recommendations": {"type": "object", "required": ["user_id", "known_user", "model_version", "n", "offset", "items"],
+    "Recommendations": {"type": "object",
+                        "required": ["user_id", "known_user", "model_version", "n", "offset", "items"],
                         "properties": {
         "user_id": {"type": "string"}, "known_user": {"type": "boolean"}, "model_version": {"type": "string"},
         "n": {"type": "integer"}, "offset": {"type": "integer"},
@@ -83,13 +85,16 @@ SCHEMAS: dict = {
         "user_id": {"type": "string"}, "known_user": {"type": "boolean"}, "model_version": {"type": "string"},
         "n_events": {"type": "integer"}, "served_by": {"type": "string"},
         "history": {"type": "array", "description": "Newest first.", "items": {"type": "object", "properties": {
-            "item_id": {"type": "string"}, "title": {"type": ["string", "null"]}, "type": {"type": ["string", "null"]}}}},
+            "item_id": {"type": "string"}, "title": {"type": ["string", "null"]},
+            "type": {"type": ["string", "null"]}}}},
         "list": {"type": "array", "items": _ref("ListItem")},
         "candidates": {"type": "object", "description": "Per source (ann, cooc, fresh, trending), best first; fresh "
-                       "scores are upload times.", "additionalProperties": {"type": "array", "items": _ref("Scored")}}}},
+                       "scores are upload times.",
+                       "additionalProperties": {"type": "array", "items": _ref("Scored")}}}},
     "Item": {"type": "object", "required": ["item_id", "available", "taken_down", "modalities", "neighbours"],
              "properties": {
-        "item_id": {"type": "string"}, "title": {"type": ["string", "null"]}, "creator_id": {"type": ["string", "null"]},
+        "item_id": {"type": "string"}, "title": {"type": ["string", "null"]},
+        "creator_id": {"type": ["string", "null"]},
         "created_at": {"type": ["number", "null"]}, "available": {"type": "boolean"}, "taken_down": {"type": "boolean"},
         "tags": {"type": "array", "items": {"type": "string"}}, "duration_s": {"type": ["number", "null"]},
         "modalities": {"type": "object", "properties": {m: {"type": "boolean"} for m in ("text", "audio", "video")}},
@@ -119,7 +124,8 @@ def _get(summary: str, ok: dict, tag: str, params: list | None = None, errors: d
 PATHS: dict = {
     "/health/live": _get("The process answers.", _resp("Live.", "Health"), "health"),
     "/health/ready": _get("Ready to serve: context created, partitions assigned, item replica caught up.",
-                          _resp("Ready.", "Health"), "health", errors={"503": _resp("Not ready, with the reason.", "Health")}),
+                          _resp("Ready.", "Health"), "health",
+                          errors={"503": _resp("Not ready, with the reason.", "Health")}),
     "/users/{user_id}/recommendations": _get(
         "The user's list now, ranked by the worker that owns the user (any worker forwards to it).",
         _resp("The list; an unknown user gets the cold-start list with known_user false.", "Recommendations"),
@@ -135,7 +141,8 @@ PATHS: dict = {
     "/items/{item_id}": _get("The item inspector: metadata, takedown, modality vectors, nearest neighbours.",
                              _resp("The item.", "Item"), "items", [_path_id("item_id", "item")],
                              {**_ERR, "404": _resp("Not in the catalogue.", "Error")}),
-    "/items/{item_id}/similar": _get("The items closest to this one (fused vectors).", _resp("Similar items.", "Similar"),
+    "/items/{item_id}/similar": _get("The items closest to this one (fused vectors).",
+                                     _resp("Similar items.", "Similar"),
                                      "items", [_path_id("item_id", "item"), _N],
                                      {**_ERR, "404": _resp("Not in the catalogue, or taken down.", "Error")}),
     "/feedback": {"post": {
