@@ -22,19 +22,18 @@ import numpy as np
 from aiohttp import web as aioweb
 from faust.web import View
 
-from streams import topics
 from streams.app import app
 from streams.exceptions import AvrecError
-from streams.ranking import UserState
 from streams.records import encode
-from streams.services import context as context_module
-from streams.services.recommender import Recommender
-from streams.tables import user_state
 from streams.web import openapi
 from streams.web.api_params import (MAX_FEEDBACK_BYTES, BadRequest, bool_param, check_id, exclude_param,
                                     feedback_records, int_param, page_params)
 from streams.web.api_routing import forward_if_elsewhere
-from streams.web.api_versions import encoder_versions
+
+# The worker's modules (context, recommender, tables, topics) are imported where they are used, not
+# here: ``streams.web`` is imported by whatever imports ``streams.web.metrics``, and those modules
+# (the worker context among them) may themselves import the metrics, so a top-level import here
+# would close an import cycle through a half-initialised module.
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +42,26 @@ INSPECTOR_CANDIDATES = 20  # per source
 INSPECTOR_HISTORY = 50
 REPLICA_READY_WAIT_S = 1.0
 
-_recommender: Recommender | None = None
+_recommender = None  # a Recommender of the current context
+
+
+def _context():
+    from streams.services import context
+
+    return context._context  # created by the first agent; the API never creates it
 
 
 def _ctx():
-    ctx = context_module._context  # created by the first agent; the API never creates it
+    ctx = _context()
     if ctx is None:
         raise BadRequest("the worker is starting (connecting to Triton and Milvus, reading the item state); retry",
                          503)
     return ctx
 
 
-def _rec() -> Recommender:
+def _rec():
+    from streams.services.recommender import Recommender
+
     global _recommender
     ctx = _ctx()
     if _recommender is None or _recommender.ctx is not ctx:
@@ -85,12 +92,15 @@ def _rank_k() -> int:
     return max(s.web.api_max_n, s.ranking.top_k)
 
 
-def _state(user_id: str) -> UserState | None:
+def _state(user_id: str):
+    from streams.ranking import UserState
+    from streams.tables import user_state
+
     raw = user_state.get(user_id)
     return UserState.from_dict(raw) if raw else None
 
 
-def _known(state: UserState | None) -> bool:
+def _known(state) -> bool:
     return state is not None and (state.n_events > 0 or bool(state.seen))
 
 
@@ -111,7 +121,13 @@ async def _versions(ranked) -> dict:
     ranker = ctx.active.ranker
     return {"model_version": ranked.model_version, "base_model_version": ctx.settings.model_version,
             "fusion": ctx.settings.ranking.fusion, "ranker": ranker.fingerprint() if ranker is not None else None,
-            "encoders": await encoder_versions(ctx.settings.encoders)}
+            "encoders": await _encoder_versions(ctx.settings.encoders)}
+
+
+async def _encoder_versions(settings) -> dict:
+    from streams.web.api_versions import encoder_versions
+
+    return await encoder_versions(settings)
 
 
 # ------------------------------------------------------------------ health
@@ -127,7 +143,7 @@ class Live(View):
 class Ready(View):
     async def get(self, request):
         reason = None
-        ctx = context_module._context
+        ctx = _context()
         assigned = app.consumer.assignment() if ctx is not None else set()
         behind = None
         if ctx is None:
@@ -285,6 +301,8 @@ class Feedback(View):
             body = await request.read()
         except aioweb.HTTPRequestEntityTooLarge:
             raise BadRequest(f"the body is larger than the limit of {MAX_FEEDBACK_BYTES} bytes", 413) from None
+        from streams import topics
+
         records = feedback_records(body)
         # Keyed by user id, Kafka's default partitioner (Faust's producer): the partition of the user's
         # other events, so the owner applies them in order.

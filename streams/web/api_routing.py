@@ -18,7 +18,6 @@ import logging
 import aiohttp
 from yarl import URL
 
-from streams import tables
 from streams.app import app
 from streams.items.partitioning import partition_for
 from streams.web.api_params import BadRequest
@@ -29,8 +28,15 @@ FORWARDED = "X-Avrec-Forwarded-By"
 FORWARD_TIMEOUT_S = 30.0
 
 
+def _table():
+    # Imported here, not at the top: see the note in streams/web/api.py on import cycles.
+    from streams.tables import user_state
+
+    return user_state
+
+
 def user_partition(user_id: str) -> int:
-    return partition_for(user_id.encode(), tables.user_state.partitions or app.conf.topic_partitions)
+    return partition_for(user_id.encode(), _table().partitions or app.conf.topic_partitions)
 
 
 def _ident(url: URL | str) -> tuple[str, int]:
@@ -40,7 +46,7 @@ def _ident(url: URL | str) -> tuple[str, int]:
 
 def owner_url(user_id: str) -> URL | None:
     """The web URL of the worker whose active partitions hold ``user_id`` (None: nobody yet)."""
-    table = tables.user_state
+    table = _table()
     topic = table.changelog_topic.get_topic_name()
     p = user_partition(user_id)
     for url, tps in app.router.table_metadata(table.name).items():
@@ -53,7 +59,7 @@ def owns(user_id: str) -> bool:
     """Whether this worker holds the user's partition as active (its state is here and current)."""
     from faust.types import TP
 
-    topic = tables.user_state.changelog_topic.get_topic_name()
+    topic = _table().changelog_topic.get_topic_name()
     return TP(topic, user_partition(user_id)) in app.assignor.assigned_actives()
 
 
