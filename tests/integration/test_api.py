@@ -62,14 +62,7 @@ def cluster(stack, tmp_path_factory):
         items = [_upload(f"a{i}", t, f"chef{i % 3}") for i, t in enumerate(TOPIC_A)]
         items += [_upload(f"b{i}", t, f"garage{i % 3}") for i, t in enumerate(TOPIC_B)]
         workers[0].produce("uploads", items)
-        client = milvus_client(s.milvus)
-        ids = [i["item_id"] for i in items]
-        deadline = time.monotonic() + 180
-        while not (client.has_collection(s.milvus.items_collection)
-                   and len(client.get(s.milvus.items_collection, ids=ids, output_fields=["item_id"])) == len(ids)):
-            assert time.monotonic() < deadline, f"items never reached Milvus:\n{workers[0].tail()}"
-            time.sleep(0.5)
-        client.close()
+        _wait_in_milvus(workers[0], [i["item_id"] for i in items])
         for w in workers:
             _wait_ready(w)
         yield {"workers": workers, "ranker": ranker, "settings": s}
@@ -77,6 +70,17 @@ def cluster(stack, tmp_path_factory):
         for w in workers:
             w.stop()
         workers[0].drop_collections()
+
+
+def _wait_in_milvus(w: WorkerProcess, ids: list[str], timeout: float = 180) -> None:
+    s = w.settings
+    client = milvus_client(s.milvus)
+    deadline = time.monotonic() + timeout
+    while not (client.has_collection(s.milvus.items_collection)
+               and len(client.get(s.milvus.items_collection, ids=ids, output_fields=["item_id"])) == len(ids)):
+        assert time.monotonic() < deadline, f"items never reached Milvus:\n{w.tail()}"
+        time.sleep(0.5)
+    client.close()
 
 
 def _wait_ready(w: WorkerProcess, timeout: float = 120) -> None:
@@ -312,6 +316,7 @@ def test_blend_explanations_takedowns_and_reads_publish_nothing(stack, tmp_path)
     try:
         items = [_upload(f"a{i}", t, f"chef{i}") for i, t in enumerate(TOPIC_A)]
         w.produce("uploads", items)
+        _wait_in_milvus(w, [i["item_id"] for i in items])  # all six rankable before the first list
         _wait_ready(w)
         user = f"bl-{uuid.uuid4().hex[:6]}"
         recs = w.consumer("recommendations")
