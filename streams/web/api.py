@@ -22,18 +22,20 @@ import numpy as np
 from aiohttp import web as aioweb
 from faust.web import View
 
+from streams import topics
 from streams.app import app
 from streams.exceptions import AvrecError
+from streams.ranking import UserState
 from streams.records import encode
+from streams.services import context
+from streams.services.recommender import Recommender
+from streams.tables import user_state
 from streams.web import openapi
 from streams.web.api_params import (MAX_FEEDBACK_BYTES, BadRequest, bool_param, check_id, exclude_param,
                                     feedback_records, int_param, page_params)
 from streams.web.api_routing import forward_if_elsewhere
+from streams.web.api_versions import encoder_versions
 
-# The worker's modules (context, recommender, tables, topics) are imported where they are used, not
-# here: ``streams.web`` is imported by whatever imports ``streams.web.metrics``, and those modules
-# (the worker context among them) may themselves import the metrics, so a top-level import here
-# would close an import cycle through a half-initialised module.
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ _recommender = None  # a Recommender of the current context
 
 
 def _context():
-    from streams.services import context
-
     return context._context  # created by the first agent; the API never creates it
 
 
@@ -60,8 +60,6 @@ def _ctx():
 
 
 def _rec():
-    from streams.services.recommender import Recommender
-
     global _recommender
     ctx = _ctx()
     if _recommender is None or _recommender.ctx is not ctx:
@@ -93,9 +91,6 @@ def _rank_k() -> int:
 
 
 def _state(user_id: str):
-    from streams.ranking import UserState
-    from streams.tables import user_state
-
     raw = user_state.get(user_id)
     return UserState.from_dict(raw) if raw else None
 
@@ -125,8 +120,6 @@ async def _versions(ranked) -> dict:
 
 
 async def _encoder_versions(settings) -> dict:
-    from streams.web.api_versions import encoder_versions
-
     return await encoder_versions(settings)
 
 
@@ -301,7 +294,6 @@ class Feedback(View):
             body = await request.read()
         except aioweb.HTTPRequestEntityTooLarge:
             raise BadRequest(f"the body is larger than the limit of {MAX_FEEDBACK_BYTES} bytes", 413) from None
-        from streams import topics
 
         records = feedback_records(body)
         # Keyed by user id, Kafka's default partitioner (Faust's producer): the partition of the user's
