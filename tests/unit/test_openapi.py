@@ -14,8 +14,10 @@ from streams.web.api_params import (MAX_FEEDBACK_BYTES, BadRequest, bool_param, 
 
 
 def _served() -> set[tuple[str, str]]:
-    import streams.web  # noqa: F401  (registers every view on the app)
     from streams.app import app
+    from streams.web import register_views
+
+    register_views()  # every view the worker serves
 
     return {(res.canonical, route.method.lower()) for res in app.web.web_app.router.resources() for route in res
             if route.method not in ("HEAD", "OPTIONS")}
