@@ -67,9 +67,10 @@ def run_worker(loglevel: str = "info") -> None:
     from streams.kafka.admin import check_copartitioned, check_partition_counts, ensure_topics
 
     check_copartitioned(settings.kafka)
-    ensure_topics(settings.kafka, settings.internal_topics())
+    ensure_topics(settings.kafka, [*settings.internal_topics(), *settings.changelog_topics()])
     topics = settings.kafka.topics
-    check_partition_counts(settings.kafka, [topics.interactions, topics.impressions, *settings.internal_topics()])
+    check_partition_counts(settings.kafka, [topics.interactions, topics.impressions, *settings.internal_topics(),
+                                            *settings.changelog_topics()])
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel]
     if not settings.web.enabled:
