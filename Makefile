@@ -1,5 +1,6 @@
 # avrec: the two commands of the README, and a few helpers.
-#   make run    set up, bring the local stack up, start the worker
+#   make run    set up, bring the local stack up, start a worker with a small demo flowing
+#               (avrec demo: the dashboard URL is printed; `avrec run` starts the worker alone)
 #   make test   set up, run the whole suite against the real stack, tear down
 .PHONY: env run test test-unit stack-up stack-down stack-status lock clean-state
 
@@ -8,9 +9,10 @@ AVREC := $(VENV)/bin/avrec
 
 env:
 	@deploy/local/setup-env.sh
+	@deploy/local/k8s-tools.sh
 
 run: env
-	$(AVREC) run
+	$(AVREC) demo
 
 test: env
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -164,6 +164,9 @@ class TritonClient:
         self._client: Any = None
         self._mod: Any = None
         self._configs: dict[str, dict] = {}
+        # Called once per attempt with (model, seconds, failed) when set (the worker's metrics:
+        # streams/web/instrument.py); a cancelled attempt is not reported, it says nothing about Triton.
+        self.observe: Callable[[str, float, bool], None] | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -212,12 +215,12 @@ class TritonClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _attempt(self, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _attempt(self, op: Callable[[Any], Awaitable[T]], model: str) -> T:
         """One try of ``op``, time-limited; transport trouble becomes :class:`_Retryable`."""
         timeout = self.settings.timeout_s
         try:
             async with self._sem:
-                return await asyncio.wait_for(op(self._raw()), timeout)
+                return await self._observed(model, asyncio.wait_for(op(self._raw()), timeout))
         except InferenceServerException as exc:
             status = exc.status()
             if status in _RETRY_HTTP or status in _RETRY_GRPC:
@@ -229,11 +232,25 @@ class TritonClient:
         except _TRANSPORT_ERRORS as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _call(self, what: str, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _observed(self, model: str, call: Awaitable[T]) -> T:
+        """Await ``call`` (a request, with its time-out) and report its duration and outcome to ``observe``."""
+        observe = self.observe
+        if observe is None:
+            return await call
+        t0 = time.perf_counter()
+        try:
+            result = await call
+        except Exception:
+            observe(model, time.perf_counter() - t0, True)
+            raise
+        observe(model, time.perf_counter() - t0, False)
+        return result
+
+    async def _call(self, what: str, op: Callable[[Any], Awaitable[T]], model: str) -> T:
         """``op`` through the breaker, with retries; raises InferenceError or TritonUnavailable."""
         self.breaker.before_call()  # CircuitOpen: nothing was sent, so nothing to record
         try:
-            result = await self._retrying(what, op)
+            result = await self._retrying(what, op, model)
         except InferenceError:
             # A rejected request proves the server is up: not a breaker failure.
             self.breaker.record_success()
@@ -248,13 +265,13 @@ class TritonClient:
         self.breaker.record_success()
         return result
 
-    async def _retrying(self, what: str, op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _retrying(self, what: str, op: Callable[[Any], Awaitable[T]], model: str) -> T:
         retries = self.settings.max_retries
         delays = backoff_delays(retries, self._backoff_base, self._backoff_cap, self._jitter)
         last: _Retryable | None = None
         for attempt in range(retries + 1):
             try:
-                return await self._attempt(op)
+                return await self._attempt(op, model)
             except _Retryable as exc:
                 last = exc
                 if attempt < retries:
@@ -301,7 +318,7 @@ class TritonClient:
                 return _normalize_config(resp.get("config", resp))
             return _normalize_config(await client.get_model_config(model))
 
-        config = await self._call(f"model_config({model})", op)
+        config = await self._call(f"model_config({model})", op, model)
         self._configs[model] = config
         return config
 
@@ -334,7 +351,7 @@ class TritonClient:
                 return await client.infer(model, infer_inputs, outputs=requested, client_timeout=timeout)
             return await client.infer(model, infer_inputs, outputs=requested)
 
-        result = await self._call(f"infer({model})", op)
+        result = await self._call(f"infer({model})", op, model)
         out: dict[str, np.ndarray] = {}
         for name in outputs:
             arr = result.as_numpy(name)

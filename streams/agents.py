@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from streams import topics
 from streams.app import app
@@ -23,9 +24,11 @@ from streams.services.rebalance_guard import RebalanceGuard
 from streams.services.recommender import Recommender
 from streams.services.uploads import UploadProcessor
 from streams.settings import get_settings
+from streams.web.metrics import EVENTS_IN, children
 
 log = logging.getLogger(__name__)
 _w = get_settings().worker
+_events_in = children(EVENTS_IN)
 
 
 # Events reach the handlers in offset order per partition, across rebalances (see rebalance_guard.py).
@@ -43,6 +46,9 @@ async def guarded(handler, events: list) -> None:
     events = await guard.in_order(events)
     if not events:
         return
+    # Counted here, after the guard: a record it drops is read again, and counted then, once.
+    for topic, n in Counter(ev.message.topic for ev in events).items():
+        _events_in(topic).inc(n)
     try:
         await handler.handle(events)
     except Exception as exc:  # noqa: BLE001 - the safety net itself

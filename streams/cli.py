@@ -4,6 +4,7 @@
     avrec config show                   effective settings, secrets masked
     avrec worker                        the Faust worker (streams/app.py)
     avrec run                           stack up + worker, the README's command 1
+    avrec demo                          stack up + worker + a small demo flowing (``make run``)
 """
 
 from __future__ import annotations
@@ -168,6 +169,24 @@ def run(loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info") -> 
         typer.echo(f"{name:7s} ready in {report.seconds[name]:.1f}s")
     print_endpoints(settings)
     run_worker(loglevel)
+
+
+@app.command("demo")
+def demo(
+    items: Annotated[int, typer.Option(help="Catalogue size (MicroLens titles, or generated items).")] = 300,
+    videos: Annotated[int, typer.Option(help="MicroLens videos uploaded with their media.")] = 4,
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 12,
+    rate: Annotated[float, typer.Option(help="Interactions per second, all users together.")] = 4.0,
+    uploads_per_min: Annotated[float, typer.Option(help="New items uploaded per minute while it runs.")] = 30.0,
+) -> None:
+    """Stack up, a worker, a small demo catalogue and users interacting: lists flow, watch the dashboard."""
+    from streams.demo import run_demo
+
+    if items < 1 or users < 1 or rate <= 0 or videos < 0 or uploads_per_min < 0:
+        raise typer.BadParameter("--items and --users must be at least 1, --rate above 0, "
+                                 "--videos and --uploads-per-min 0 or more")
+    run_demo(get_settings(), typer.echo, n_items=items, n_videos=videos, n_users=users, rate=rate,
+             uploads_per_min=uploads_per_min)
 
 
 def _register_event_commands() -> None:

@@ -1,6 +1,6 @@
 """Event commands for the ``avrec`` CLI: produce JSONL files, tail recommendations, replay datasets.
 
-    avrec produce uploads|interactions|control FILE.jsonl [--topic T]
+    avrec produce uploads|interactions|impressions|control FILE.jsonl [--topic T]
     avrec tail recommendations [--user U] [--from-beginning] [--max N] [--timeout S]
     avrec replay movielens PATH [--speed X] [--limit N] [--max-gap S]
 
@@ -28,6 +28,7 @@ MAX_REPORTED_ERRORS = 50
 class ProduceKind(str, enum.Enum):
     uploads = "uploads"
     interactions = "interactions"
+    impressions = "impressions"
     control = "control"
 
 

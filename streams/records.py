@@ -67,6 +67,8 @@ MAX_DURATION_S = 24 * 3600.0
 MAX_REASON_CHARS = 1000
 MAX_RECOMMENDED_ITEMS = 1000
 MAX_REASONS_PER_ITEM = 16
+#: Items one impression may list (a shown list is a screenful or a page, not a catalogue).
+MAX_IMPRESSION_ITEMS = 200
 #: Dead letters keep at most this many original bytes (a Kafka record is 1 MiB by
 #: default and base64 grows data by 4/3); larger originals are cut and flagged.
 MAX_DLQ_ORIGINAL_BYTES = 512 * 1024
@@ -232,6 +234,31 @@ class Interaction(_Record):
         return self.user_id.encode()
 
 
+def _check_shown_items(v: list[str]) -> list[str]:
+    # Clicks are attributed once per shown item: a list that shows an item twice is a producer bug.
+    seen: set[str] = set()
+    for i, item in enumerate(v):
+        if item in seen:
+            raise ValueError(f"item {i} ({item!r}) appears twice; list each shown item once")
+        seen.add(item)
+    return v
+
+
+class Impression(_Record):
+    """A list a user was shown (topic ``impressions``, key ``user_id``, co-partitioned with interactions)."""
+
+    event_id: Id
+    user_id: Id
+    items: Annotated[list[Id], Field(min_length=1, max_length=MAX_IMPRESSION_ITEMS),
+                     AfterValidator(_check_shown_items)]
+    model_version: Id
+    list_event_id: Id | None = None  # the shown list's source_event_id
+    ts: Timestamp
+
+    def kafka_key(self) -> bytes:
+        return self.user_id.encode()
+
+
 class Control(_Record):
     """An operator command (topic ``control``, key ``item_id`` for takedowns, ``user_id`` for forget_user)."""
 
@@ -313,6 +340,7 @@ RECORD_TYPES: dict[str, type[_Record]] = {
     "interactions": Interaction,
     "control": Control,
     "recommendations": Recommendation,
+    "impressions": Impression,
 }
 
 
@@ -372,7 +400,7 @@ def decode(
 
 
 def decode_kind(kind: str, raw: bytes, **kw: Any) -> _Record:
-    """Decode by topic kind: ``uploads``, ``interactions``, ``control`` or ``recommendations``."""
+    """Decode by topic kind: ``uploads``, ``interactions``, ``control``, ``recommendations`` or ``impressions``."""
     try:
         cls = RECORD_TYPES[kind]
     except KeyError:
@@ -386,6 +414,10 @@ def decode_upload(raw: bytes, **kw: Any) -> Upload:
 
 def decode_interaction(raw: bytes, **kw: Any) -> Interaction:
     return decode(Interaction, raw, **kw)
+
+
+def decode_impression(raw: bytes, **kw: Any) -> Impression:
+    return decode(Impression, raw, **kw)
 
 
 def decode_control(raw: bytes, **kw: Any) -> Control:
@@ -467,11 +499,13 @@ def watch_ratio(interaction: Interaction, duration_s: float | None) -> float | N
 __all__ = [
     "DLQ_STAGES",
     "INTERACTION_TYPES",
+    "MAX_IMPRESSION_ITEMS",
     "MAX_FUTURE_S",
     "MAX_RECORD_BYTES",
     "RECORD_TYPES",
     "Control",
     "DeadLetter",
+    "Impression",
     "Interaction",
     "RecommendedItem",
     "Recommendation",
@@ -481,6 +515,7 @@ __all__ = [
     "decode",
     "decode_control",
     "decode_dead_letter",
+    "decode_impression",
     "decode_interaction",
     "decode_kind",
     "decode_recommendation",

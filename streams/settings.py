@@ -428,6 +428,18 @@ class Settings(BaseSettings):
                       compact=True),
         ]
 
+    def changelog_topics(self) -> list[TopicSpec]:
+        """The changelogs of the worker's Faust tables (streams/tables.py), compacted, named as Faust
+        names them. The worker creates them before it joins the group: on a fresh cluster, a table
+        whose changelog Faust had not created yet when its agent first wrote was seen refusing those
+        writes (PartitionsMismatch) until the topic appeared, sending that time's item commands to the
+        dead-letter topic."""
+        k = self.kafka
+        return [TopicSpec(name=f"{self.app_id}-{table}-changelog", partitions=partitions, retention_ms=-1,
+                          compact=True)
+                for table, partitions in (("user-state", k.topics.interactions.partitions),
+                                          ("item-owner", k.item_partitions))]
+
     @property
     def faust_datadir(self) -> Path:
         """This replica's RocksDB state (``WorkerSettings.replica``)."""

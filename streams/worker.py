@@ -38,8 +38,10 @@ def print_endpoints(settings: Settings) -> None:
 def run_worker(loglevel: str = "info") -> None:
     """Run the Faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
     from streams import agents  # noqa: F401  (registers the agents and timers on the app)
-    from streams import web  # noqa: F401  (registers the web views: metrics, read API, dashboard)
     from streams.app import app
+    from streams.web import register_views
+
+    register_views()  # /metrics, the read API, health, the dashboard
 
     # Faust creates only the last level of its data dir (RocksDB state lives there).
     Path(str(app.conf.datadir)).parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +64,13 @@ def run_worker(loglevel: str = "info") -> None:
     # After the local checks (they need no services), before the worker joins the group:
     # avrec's own topics exist, and every keyed topic has the partition count the state is
     # split by (the input topics are the deployment's: see docs/EVENTS.md).
-    from streams.kafka.admin import check_partition_counts, ensure_topics
+    from streams.kafka.admin import check_copartitioned, check_partition_counts, ensure_topics
 
-    ensure_topics(settings.kafka, settings.internal_topics())
-    check_partition_counts(settings.kafka, [settings.kafka.topics.interactions, *settings.internal_topics()])
+    check_copartitioned(settings.kafka)
+    ensure_topics(settings.kafka, [*settings.internal_topics(), *settings.changelog_topics()])
+    topics = settings.kafka.topics
+    check_partition_counts(settings.kafka, [topics.interactions, topics.impressions, *settings.internal_topics(),
+                                            *settings.changelog_topics()])
     # Faust's umbrella command reads sys.argv.
     sys.argv = ["avrec", "--loop", loop, "worker", "--loglevel", loglevel]
     if not settings.web.enabled:

@@ -33,6 +33,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# The dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's chromium
+# through chromium-driver. Only the tests need them (the test skips without them), so a
+# machine where apt-get cannot run gets a note, not an error.
+need_browser=()
+if ! command -v chromium >/dev/null 2>&1; then need_browser+=(chromium); fi
+if ! command -v chromedriver >/dev/null 2>&1; then need_browser+=(chromium-driver); fi
+if [ ${#need_browser[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need_browser[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_browser[@]}"
+  else
+    echo "note: ${need_browser[*]} missing: the dashboard's browser test will skip" \
+         "(apt-get install ${need_browser[*]} to run it)." >&2
+  fi
+fi
+
 # uv: from PATH, else a private copy under .cache/tools (nothing global is changed).
 UV="$(command -v uv || true)"
 if [ -z "$UV" ]; then

@@ -108,6 +108,12 @@ def check_partition_counts(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> 
         counts = {t["name"]: len(t["partitions"]) for t in client.describe_topics([s.name for s in specs])}
     finally:
         client.close()
+    missing = [s for s in specs if not counts.get(s.name)]  # described with 0 partitions (or not at all)
+    if missing:
+        raise TopicConfigError(
+            "keyed topics are missing: " + ", ".join(f"{s.name} ({s.partitions} partitions)" for s in missing)
+            + ". Create them with those counts (`avrec stack up` creates the local stack's topics), or point "
+            "AVREC_KAFKA__TOPICS__<TOPIC>__NAME at the deployment's topics.")
     wrong = [f"{s.name}: {counts.get(s.name)} partitions, configured {s.partitions}" for s in specs
              if counts.get(s.name) != s.partitions]
     if wrong:
@@ -116,6 +122,23 @@ def check_partition_counts(kafka: KafkaSettings, specs: Iterable[TopicSpec]) -> 
             "The count is fixed when a deployment starts: set AVREC_KAFKA__TOPICS__<TOPIC>__PARTITIONS / "
             "AVREC_KAFKA__ITEM_PARTITIONS to the topics' counts, or start a new app id with new topics and "
             "replay the log into it (docs/EVENTS.md, \"Partitions\").")
+
+
+def check_copartitioned(kafka: KafkaSettings) -> None:
+    """Refuse settings under which a user's interactions and impressions would have different owners.
+
+    The user agent reads both topics as one stream, and a user's state lives in the
+    partition their key hashes to: the same key must hash to the same partition
+    number in both, so both need the same count (checked against the broker by
+    :func:`check_partition_counts`).
+    """
+    t = kafka.topics
+    if t.impressions.partitions != t.interactions.partitions:
+        raise TopicConfigError(
+            f"{t.impressions.name} has {t.impressions.partitions} partitions configured and {t.interactions.name} "
+            f"{t.interactions.partitions}; impressions must be co-partitioned with interactions (same count, keyed "
+            f"by user_id). Set AVREC_KAFKA__TOPICS__IMPRESSIONS__PARTITIONS={t.interactions.partitions} "
+            "(docs/EVENTS.md, \"Partitions\").")
 
 
 def wait_group_stable(kafka: KafkaSettings, group_id: str, members: int, timeout_s: float) -> float:

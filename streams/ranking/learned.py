@@ -249,6 +249,14 @@ class LinearRanker:
     def score(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.scale) @ self.weights
 
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Each feature's share of :meth:`score`: ``weight_f * (x_f - mean_f) / scale_f`` ([n, d]).
+
+        A row sums to the candidate's score (the model has no intercept: standardising centres the
+        features instead), which is what the read API's ``explain=true`` reports.
+        """
+        return ((features - self.mean) / self.scale) * self.weights
+
     @classmethod
     def fit(cls, examples: Sequence[tuple[np.ndarray, int]], l2: float = 1e-3,
             max_iter: int = 200, item_model: ItemRegression | None = None) -> "LinearRanker":

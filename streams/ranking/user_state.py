@@ -30,6 +30,31 @@ STATE_VERSION = 1
 MIN_NORM = 1e-6
 
 
+@dataclass
+class KeptImpression:
+    """A list the user was shown, kept so their later interactions can be attributed to it.
+
+    Only the online metrics read it (``streams/services/impressions.py``); ranking never does.
+    """
+
+    event_id: str
+    model_version: str
+    ts: float
+    items: list[str]  # as shown, in order
+    list_event_id: str | None = None
+    clicked: list[str] = field(default_factory=list)  # shown items already counted as clicks, in click order
+
+    def to_list(self) -> list[Any]:
+        return [self.event_id, self.model_version, float(self.ts), list(self.items), self.list_event_id,
+                list(self.clicked)]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> "KeptImpression":
+        event_id, model_version, ts, items, list_event_id, clicked = row
+        return cls(str(event_id), str(model_version), float(ts), [str(i) for i in items],
+                   None if list_event_id is None else str(list_event_id), [str(i) for i in clicked])
+
+
 class HistoryEntry(NamedTuple):
     """One recent positive interaction: which item, when, and the strongest type seen for it."""
 
@@ -56,6 +81,11 @@ class UserState:
     # Forget-me: the user's events at offsets below this one (in their interactions partition) were
     # erased and are dropped if they still arrive (-1: never forgotten). All else starts empty again.
     forgotten_below: int = -1
+    # Online metrics (impressions): the user's last shown lists, oldest first, and the impression
+    # event ids already applied (dedupe, like recent_event_ids). Both empty until a first impression,
+    # and then left out of to_dict, so states of users never shown a list are what they always were.
+    impressions: list[KeptImpression] = field(default_factory=list)
+    impression_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +103,8 @@ class UserState:
             "seen": list(self.seen),
             "hidden": list(self.hidden),
             **({"forgotten_below": self.forgotten_below} if self.forgotten_below >= 0 else {}),
+            **({"impressions": [imp.to_list() for imp in self.impressions],
+                "impression_ids": list(self.impression_ids)} if self.impressions or self.impression_ids else {}),
         }
 
     @classmethod
@@ -93,6 +125,9 @@ class UserState:
                 seen=OrderedDict.fromkeys(data["seen"]),
                 hidden=OrderedDict.fromkeys(data["hidden"]),
                 forgotten_below=int(data.get("forgotten_below", -1)),
+                # Optional: states written before impressions existed have neither.
+                impressions=[KeptImpression.from_list(row) for row in data.get("impressions", [])],
+                impression_ids=OrderedDict.fromkeys(data.get("impression_ids", [])),
             )
         except StateFormatError:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from encoders.client import TritonClient
@@ -20,6 +21,7 @@ from streams.services.user_mirror import UserVectorMirror
 from streams.settings import Settings, get_settings
 from streams.vectors.collections import ItemCollection, UserCollection
 from streams.vectors.milvus import milvus_client
+from streams.web.instrument import instrument_worker
 from streams.worker import blas_threads
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class WorkerContext:
     # ranks say made them (settings.model_version, plus the ranker's fingerprint). One object, swapped
     # whole when a refitted ranker is reloaded (streams/services/ranker_reload.py).
     active: ActiveRanker = ActiveRanker(None, "")
+    # Called with the context after ``active`` changes (a ranker hot reload): the model info metric.
+    on_model_change: Callable[[WorkerContext], None] | None = None
     # Background tasks (streams/services/gc_policy.py, ranker_reload.py); held here because the event
     # loop keeps only a weak reference to a task, and an unreferenced task can be collected mid-flight.
     gc_task: asyncio.Task | None = None
@@ -103,6 +107,7 @@ async def get_context() -> WorkerContext:
     async with _lock:
         if _context is None:
             _context = await WorkerContext.create(get_settings())
+            instrument_worker(_context)
             limit_repeats()  # aiokafka is loaded by now; see log_filters.py
             w = _context.settings.worker
             _context.gc_task = start_gc_policy(w.gc_freeze_every_s, w.gc_full_collect_every_s)

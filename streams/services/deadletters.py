@@ -6,6 +6,7 @@ import logging
 
 from streams import topics
 from streams.records import dead_letter, encode
+from streams.web.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +30,4 @@ async def send_dead_record(value: bytes, key: bytes | None, topic: str, partitio
     target = _DLQ.get(topic, topics.interactions_dlq)
     log.warning("dead-letter %s[%d]@%d stage=%s: %s", topic, partition, offset, stage, error)
     await target.send(key=key, value=encode(record))
+    DEAD_LETTERS.labels(topic=target.get_topic_name(), stage=stage).inc()

@@ -1,9 +1,10 @@
 """The user agent: a user's events and commands -> user state -> item ops -> lists -> Kafka.
 
-One stream, ``interactions`` and ``user-commands`` (co-partitioned, keyed by
-user), so everything that touches a user is handled one batch at a time by the
-worker that owns the user: an interaction, a new-content refresh, a forget-me,
-an interaction released from parking. Per batch:
+One stream, ``interactions``, ``impressions`` and ``user-commands``
+(co-partitioned, keyed by user), so everything that touches a user is handled
+one batch at a time by the worker that owns the user: an interaction, a list the
+user was shown, a new-content refresh, a forget-me, an interaction released from
+parking. Per batch:
 
 1. decode; a record whose key is not its ``user_id``, or that sits in another
    partition than Kafka's default partitioner puts its key in, is dead-lettered
@@ -14,6 +15,9 @@ an interaction released from parking. Per batch:
    (``streams/items/owner.py``), never dead-lettered at once;
 3. the events, in order, applied to the users' states (dedupe inside); each
    applied event's item ops (co-occurrence, popularity, trending) collected;
+   an impression is remembered in its user's state and the interactions after
+   it attributed to it (``streams/services/impressions.py``: online metrics,
+   counted once the states are written; an impression alone publishes no list);
    a forget-me replaces the user's state by an empty one that remembers where
    the user's erased events end;
 4. the item ops sent to the item-state log, one record per item partition,
@@ -43,7 +47,8 @@ from streams.items import wire
 from streams.items.partitioning import partition_for
 from streams.ranking import UserState, user_vector
 from streams.ranking.ingest import ingest_user
-from streams.records import Interaction, RecordError, decode_interaction, watch_ratio
+from streams.records import Impression, Interaction, RecordError, decode_impression, decode_interaction, watch_ratio
+from streams.services import impressions as online
 from streams.services.context import WorkerContext
 from streams.services.deadletters import send_dead_letter, send_dead_record
 from streams.services.event_scope import event_scope
@@ -78,6 +83,14 @@ class _Event:
     parked_at: float | None = None
 
 
+@dataclass(slots=True)
+class _Shown:
+    """An impression: a list the user was shown."""
+
+    ev: object
+    imp: Impression
+
+
 def load_state(raw: dict | None) -> UserState:
     return UserState.from_dict(raw) if raw else UserState()
 
@@ -89,6 +102,7 @@ class InteractionProcessor:
         self.stats = BatchStats("interactions", ctx.settings.worker.stats_every_s)
         k = ctx.settings.kafka
         self.interactions_topic = k.topics.interactions.name
+        self.impressions_topic = k.topics.impressions.name
         self.commands_topic = topics.user_commands.get_topic_name()
         self.user_partitions = k.topics.interactions.partitions
         self.item_partitions = k.item_partitions
@@ -121,25 +135,41 @@ class InteractionProcessor:
                 entries.append(_Event(ev, it, f"c{msg.partition}", msg.offset, int(cmd["offset"]), raw,
                                       cmd["topic"], int(cmd["partition"]), float(cmd["parked_at"])))
                 continue
+            if msg.topic == self.impressions_topic:
+                try:
+                    imp = decode_impression(msg.value)
+                except RecordError as exc:  # to interactions.dlq (deadletters.py), never a crash
+                    await send_dead_letter(ev, exc.stage, exc.reason)
+                    continue
+                if await self._routed(ev, imp.user_id, "impression"):
+                    entries.append(_Shown(ev, imp))
+                continue
             try:
                 it = decode_interaction(msg.value)
             except RecordError as exc:
                 await send_dead_letter(ev, exc.stage, exc.reason)
                 continue
-            key = it.kafka_key()
-            if msg.key != key:
-                await send_dead_letter(ev, "key", f"record key {msg.key!r} is not the interaction's user_id "
-                                                  f"{it.user_id!r} (key interactions by user_id)")
-                continue
-            want = partition_for(key, self.user_partitions)
-            if msg.partition != want:
-                await send_dead_letter(ev, "partition", f"user {it.user_id!r} belongs in partition {want}, not "
-                                                        f"{msg.partition}: produce with Kafka's default (murmur2) "
-                                                        f"partitioner (librdkafka: partitioner=murmur2_random)")
+            if not await self._routed(ev, it.user_id, "interaction"):
                 continue
             entries.append(_Event(ev, it, f"i{msg.partition}", msg.offset, msg.offset, msg.value, msg.topic,
                                   msg.partition))
         return entries
+
+    async def _routed(self, ev, user_id: str, what: str) -> bool:
+        """True when the record is keyed by its user and in that user's partition; else dead-lettered."""
+        msg = ev.message
+        key = user_id.encode()
+        if msg.key != key:
+            await send_dead_letter(ev, "key", f"record key {msg.key!r} is not the {what}'s user_id "
+                                              f"{user_id!r} (key {what}s by user_id)")
+            return False
+        want = partition_for(key, self.user_partitions)
+        if msg.partition != want:
+            await send_dead_letter(ev, "partition", f"user {user_id!r} belongs in partition {want}, not "
+                                                    f"{msg.partition}: produce with Kafka's default (murmur2) "
+                                                    f"partitioner (librdkafka: partitioner=murmur2_random)")
+            return False
+        return True
 
     async def _handle(self, events: list) -> None:
         stats = self.stats
@@ -155,6 +185,7 @@ class InteractionProcessor:
         with stats.stage("item ops"):
             await self._send_item_ops(batch)
             self._write_states(batch)
+        online.count(batch.outcomes)  # the states that remember them are written
         if batch.forgotten:
             await self._forget(batch.forgotten)
         if not batch.touched and not batch.refresh:
@@ -186,6 +217,7 @@ class InteractionProcessor:
         no re-sending: they were sent before its state was written.
         """
         cfg = self.ctx.settings.ranking
+        w = self.ctx.settings.worker
         takedowns = self.ctx.takedowns
         b = _Batch()
 
@@ -196,6 +228,17 @@ class InteractionProcessor:
             return b.states[user][0]
 
         for e in entries:
+            if isinstance(e, _Shown):
+                imp = e.imp
+                state = state_of(imp.user_id, e.ev)
+                shown = online.apply_impression(state, imp, kept=w.impressions_kept,
+                                                window_s=w.impression_attribution_s, dedupe=cfg.dedupe_window)
+                if shown is not None:
+                    b.outcomes.append(shown)
+                # Written even for a duplicate, like an interaction's (see above): the re-delivery closes the gap.
+                b.states[imp.user_id] = (state, e.ev)
+                b.impressed.add(imp.user_id)
+                continue
             if not isinstance(e, _Event):
                 kind, ev, cmd = e
                 user = cmd["user_id"]
@@ -227,6 +270,9 @@ class InteractionProcessor:
                               self.ctx.cooc)
             b.states[it.user_id] = (state, e.ev)
             if ops is not None:
+                click = online.attribute(state, it.item_id, it.type, it.ts, window_s=w.impression_attribution_s)
+                if click is not None:
+                    b.outcomes.append(click)
                 b.ops.extend(wire.SourcedOp(e.src, e.offset, op) for op in ops)
                 # The list is tagged with the user's last *applied* event, never a dropped duplicate.
                 b.touched[it.user_id] = Touched(state, e.ev, it.event_id, it.ts)
@@ -255,7 +301,7 @@ class InteractionProcessor:
             await app.producer.flush()  # acked by the broker before any state that implies them is written
 
     def _write_states(self, b: _Batch) -> None:
-        for user in {*b.touched, *b.forgotten}:
+        for user in {*b.touched, *b.forgotten, *b.impressed}:
             state, ev = b.states[user]
             with event_scope(ev):
                 tables.user_state[user] = state.to_dict()
@@ -331,3 +377,5 @@ class _Batch:
     refresh: dict[str, tuple[object, dict]] = field(default_factory=dict)  # user -> (event, refresh command)
     ops: list[wire.SourcedOp] = field(default_factory=list)  # in stream order
     parks: list[_Event] = field(default_factory=list)  # interactions whose item is not in the catalogue yet
+    impressed: set[str] = field(default_factory=set)  # users shown a list (their state is written, no list)
+    outcomes: list[online.Shown | online.Click] = field(default_factory=list)  # counted once the states are written

@@ -88,6 +88,8 @@ def adopt(ctx: Any, ranker: LinearRanker, source: Path) -> bool:
     if current is not None and ranker.fingerprint() == current.fingerprint():
         return False  # rewritten with the same model: nothing changes, not even the version lists carry
     ctx.active = ActiveRanker.of(ctx.settings.model_version, ranker)
+    if (on_change := getattr(ctx, "on_model_change", None)) is not None:
+        on_change(ctx)  # the model info metric (streams/web/instrument.py)
     log.info("ranker reloaded from %s: lists are now published as %s (%s)", source, ctx.active.model_version,
              ranker.summary())
     return True

@@ -17,11 +17,14 @@ import numpy as np
 from streams import topics
 from streams.ranking import (Candidates, RecommendedItem, UserState, gather_candidates, history_ids, recommend,
                             user_vector)
+from streams.ranking.explain import explain_items
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
+from streams.settings import WebSettings
+from streams.web.list_stats import list_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +37,37 @@ class RankedList:
     model_version: str
 
 
+@dataclass(frozen=True)
+class ReadList:
+    """What the read API shows of one user (:meth:`Recommender.read_list`): nothing is published."""
+
+    items: list[RecommendedItem]
+    model_version: str
+    candidates: Candidates
+    catalogue: dict  # item_id -> ItemInfo of every candidate and history item (titles)
+    explanations: dict[str, dict] | None  # item_id -> explanation (explain=true only)
+
+
+class _Blocked:
+    """Taken-down items plus the ones a read-API caller excluded: what ``recommend`` must not list."""
+
+    def __init__(self, takedowns: Container[str], excluded: frozenset[str]) -> None:
+        self.takedowns, self.excluded = takedowns, excluded
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.excluded or item_id in self.takedowns
+
+
 class Recommender:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.settings.ranking
         self._ranker_failures = 0
         self._ranker_failure_logged_at = -float("inf")
+        # Contexts built by hand (unit tests) may carry no web settings: their defaults then.
+        web = getattr(ctx.settings, "web", None) or WebSettings()
+        self._lists = list_metrics(web.recent_lists)
+        self._topic = topics.recommendations.get_topic_name()
 
     async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, RankedList]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
@@ -136,6 +164,38 @@ class Recommender:
                 self._ranker_failure_logged_at = t
             return None
 
+    async def read_list(self, user_id: str, state: UserState | None, now: float, k: int,
+                        exclude: frozenset[str] = frozenset(), explain: bool = False) -> ReadList:
+        """The user's top-``k`` at ``now`` for the read API, by the worker's own path (ANN, co-occurrence,
+        fresh, trending; the learned ranker or the blend; MMR), without ``exclude``; reads only.
+
+        Excluded items are removed before ranking, like taken-down ones, so the list is the best one
+        without them (not the published list with holes).
+        """
+        ctx, cfg = self.ctx, self.cfg
+        fresh = ctx.fresh.recent(now, cfg.fresh_candidates)
+        trending = ctx.trending.top(cfg.trending_candidates, now)
+        ann = (await self._search({user_id: state})).get(user_id, [])
+        cand = gather_candidates(state, ctx.cooc, cfg, ann, fresh, trending)
+        wanted = {i for src in (cand.ann, cand.cooc, cand.fresh, cand.trending) for i, _ in src}
+        wanted.update(history_ids(state))
+        items = await ctx.cache.get_many(wanted)
+        blocked: Container[str] = _Blocked(ctx.takedowns, exclude) if exclude else ctx.takedowns
+        active = ctx.active
+        learned = self._learned(active.ranker, state, cand, items, now, blocked)
+        recs = recommend(state, cand, items, now, cfg, taken_down=blocked, k=k, learned=learned)
+        version = active.model_version if learned is not None else ctx.settings.model_version
+        explanations = None
+        if explain:
+            fctx = FeatureContext(state, ctx.cooc, ctx.trending, items, now)
+            explanations = explain_items(recs, cfg.fusion if learned is not None else self._blend_name(),
+                                         active.ranker if learned is not None else None, fctx, learned)
+        return ReadList(recs, version, cand, items, explanations)
+
+    def _blend_name(self) -> str:
+        """How a list is ranked without a learned ranker: "rrf", or the weighted blend."""
+        return "rrf" if self.cfg.fusion == "rrf" else "weighted"
+
     async def publish(self, user_id: str, ranked: RankedList, source_event_id: str, event_ts: float) -> None:
         record = Recommendation(
             user_id=user_id,
@@ -147,3 +207,5 @@ class Recommender:
             produced_at=time.time(),
         )
         await topics.recommendations.send(key=user_id.encode(), value=encode(record))
+        # Counted once the producer has the list: lists out, freshness, coverage and cold-start share.
+        self._lists.published(self._topic, ranked.items, event_ts, record.produced_at)

@@ -13,7 +13,8 @@ standalone each map to their best default index.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,13 +39,24 @@ class Hit:
     score: float
 
 
-def _wrap(what: str):
+def _wrap(what: str, operation: str):
+    """Milvus errors become VectorStoreError; each call's duration and outcome go to the collection's
+    ``observe(operation, seconds, failed)`` hook when set (the worker's metrics: streams/web/instrument.py)."""
+
     def deco(fn):
-        def inner(*args, **kwargs):
+        def inner(self, *args, **kwargs):
+            observe = self.observe
+            t0 = time.perf_counter()
+            failed = True  # until fn returns: a gRPC error of the raw search path is a failed call too
             try:
-                return fn(*args, **kwargs)
+                result = fn(self, *args, **kwargs)
+                failed = False
+                return result
             except MilvusException as exc:
                 raise VectorStoreError(f"Milvus {what} failed: {exc.message}") from exc
+            finally:
+                if observe is not None:
+                    observe(operation, time.perf_counter() - t0, failed)
 
         inner.__name__ = fn.__name__
         inner.__doc__ = fn.__doc__
@@ -56,11 +68,14 @@ def _wrap(what: str):
 class ItemCollection:
     """Items: fused + per-modality vectors and scalar fields."""
 
+    # observe(operation, seconds, failed) per call when set; see _wrap.
+    observe: Callable[[str, float, bool], None] | None = None
+
     def __init__(self, client: MilvusClient, name: str, dim: int, timeout_s: float | None = None) -> None:
         self.client, self.name, self.dim = client, name, dim
         self.timeout_s = timeout_s  # deadline of the raw search path (the client's own calls carry theirs)
 
-    @_wrap("create items collection")
+    @_wrap("create items collection", "ensure")
     def ensure(self) -> None:
         if self.client.has_collection(self.name):
             self.client.load_collection(self.name)
@@ -83,7 +98,7 @@ class ItemCollection:
         self.client.create_collection(self.name, schema=schema, index_params=index)
         log.info("created Milvus collection %s (dim %d)", self.name, self.dim)
 
-    @_wrap("upsert items")
+    @_wrap("upsert items", "upsert")
     def upsert(self, rows: Sequence[dict]) -> int:
         done = 0
         # Milvus Lite 2.5 slows down ~20x for single calls above ~4,600 rows (measured): chunk.
@@ -92,7 +107,7 @@ class ItemCollection:
             done += int(self.client.upsert(self.name, chunk).get("upsert_count", len(chunk)))
         return done
 
-    @_wrap("get items")
+    @_wrap("get items", "get")
     def get(self, item_ids: Iterable[str], modality_vectors: bool = False) -> dict[str, dict]:
         """Rows by id: scalars and the fused vector (per-modality vectors on request).
 
@@ -107,7 +122,7 @@ class ItemCollection:
                 out[r["item_id"]] = r
         return out
 
-    @_wrap("search items")
+    @_wrap("search items", "search")
     def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
         """Batched ANN search (nq = len(vectors)) over the fused vectors: (id, similarity) pairs, best first.
 
@@ -118,7 +133,7 @@ class ItemCollection:
         return search_ids(self.client, self.name, "vector", vectors, limit,
                           "available == true" if only_available else "", self.timeout_s)
 
-    @_wrap("query fresh items")
+    @_wrap("query fresh items", "query")
     def fresh(self, since_ms: int, limit: int) -> list[dict]:
         """Items uploaded since ``since_ms`` (newest first, at most ``limit``)."""
         rows = self.client.query(
@@ -128,13 +143,13 @@ class ItemCollection:
         rows.sort(key=lambda r: r["created_at"], reverse=True)
         return rows[:limit]
 
-    @_wrap("delete items")
+    @_wrap("delete items", "delete")
     def delete(self, item_ids: Iterable[str]) -> None:
         ids = list(item_ids)
         if ids:
             self.client.delete(self.name, ids=ids)
 
-    @_wrap("drop items collection")
+    @_wrap("drop items collection", "drop")
     def drop(self) -> None:
         self.client.drop_collection(self.name)
 
@@ -142,11 +157,14 @@ class ItemCollection:
 class UserCollection:
     """Users: taste vectors mirrored from the state table, searched by new items (fan-out)."""
 
+    # observe(operation, seconds, failed) per call when set; see _wrap.
+    observe: Callable[[str, float, bool], None] | None = None
+
     def __init__(self, client: MilvusClient, name: str, dim: int, timeout_s: float | None = None) -> None:
         self.client, self.name, self.dim = client, name, dim
         self.timeout_s = timeout_s  # deadline of the raw search path (the client's own calls carry theirs)
 
-    @_wrap("create users collection")
+    @_wrap("create users collection", "ensure")
     def ensure(self) -> None:
         if self.client.has_collection(self.name):
             self.client.load_collection(self.name)
@@ -160,25 +178,25 @@ class UserCollection:
         self.client.create_collection(self.name, schema=schema, index_params=index)
         log.info("created Milvus collection %s (dim %d)", self.name, self.dim)
 
-    @_wrap("upsert users")
+    @_wrap("upsert users", "upsert")
     def upsert(self, vectors: dict[str, np.ndarray], updated_ms: int) -> None:
         rows = [{"user_id": u, "vector": np.asarray(v, np.float32).tolist(), "updated_at": updated_ms}
                 for u, v in vectors.items()]
         for start in range(0, len(rows), MAX_ROWS_PER_CALL):
             self.client.upsert(self.name, rows[start : start + MAX_ROWS_PER_CALL])
 
-    @_wrap("search users")
+    @_wrap("search users", "search")
     def search(self, vectors: np.ndarray, limit: int) -> list[list[Hit]]:
         """The users closest to each of ``vectors`` (new items' fan-out), best first."""
         rows = search_ids(self.client, self.name, "vector", vectors, limit, "", self.timeout_s)
         return [[Hit(i, s) for i, s in row] for row in rows]
 
-    @_wrap("delete users")
+    @_wrap("delete users", "delete")
     def delete(self, user_ids: Iterable[str]) -> None:
         ids = list(user_ids)
         if ids:
             self.client.delete(self.name, ids=ids)
 
-    @_wrap("drop users collection")
+    @_wrap("drop users collection", "drop")
     def drop(self) -> None:
         self.client.drop_collection(self.name)

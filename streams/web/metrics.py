@@ -12,6 +12,9 @@ workers Prometheus sums them (``sum by (topic) (rate(avrec_events_in_total[1m]))
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -42,6 +45,14 @@ BREAKER_STATE = Gauge("avrec_circuit_breaker_state", "Circuit breaker: 0 closed,
                       ["service"], registry=REGISTRY)
 BREAKER_CODES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
+
+def breaker_code(state: str) -> int:
+    """The gauge's value for a breaker state (encoders/breaker.py spells them closed, half-open, open)."""
+    try:
+        return BREAKER_CODES[state]
+    except KeyError:
+        raise ValueError(f"unknown circuit-breaker state {state!r}; expected one of {sorted(BREAKER_CODES)}") from None
+
 # -- what the lists are ----------------------------------------------------------------------
 MODEL = Info("avrec_model", "The model that ranks this worker's lists.", registry=REGISTRY)
 COVERAGE = Gauge("avrec_catalogue_coverage_ratio",
@@ -60,3 +71,24 @@ CLICKS = Counter("avrec_impression_clicks",
                  registry=REGISTRY)
 HITS = Counter("avrec_impression_hits", "Impressions with at least one click.", ["model_version"],
                registry=REGISTRY)
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def children(metric: M) -> Callable[[str], M]:
+    """``label -> metric.labels(label)``, cached: for one-label metrics updated on hot paths.
+
+    ``labels()`` takes a lock and builds a key tuple on every call; a dict lookup is a
+    fraction of that. Not for gauges that are cleared (CONSUMER_LAG): a cleared child
+    is no longer exported, so a cached one would be updated for nothing.
+    """
+    cache: dict[str, M] = {}
+
+    def child(label: str) -> M:
+        c = cache.get(label)
+        if c is None:
+            c = cache[label] = metric.labels(label)
+        return c
+
+    return child

@@ -8,6 +8,7 @@ interpolation is resolved to the defaults, so these tests see what a plain
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -25,9 +26,10 @@ TRITON_DOCKERFILE = ROOT / "deploy" / "docker" / "triton.Dockerfile"
 DEPLOY_README = ROOT / "deploy" / "docker" / "README.md"
 
 WORKERS = ("worker-0", "worker-1")  # replicas of one app id, one consumer group
-REQUIRED_SERVICES = {"kafka", "kafka-init", "triton", "etcd", "minio", "milvus", "attu", *WORKERS}
+REQUIRED_SERVICES = {"kafka", "kafka-init", "triton", "etcd", "minio", "milvus", "attu", "prometheus", "grafana",
+                     *WORKERS}
 # Long-running services allowed to go without a healthcheck: nothing waits on them.
-NO_HEALTHCHECK_OK = {"attu", *WORKERS}
+NO_HEALTHCHECK_OK = {"attu"}
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}, ${NAME:+alt}, ${NAME+alt}
@@ -424,12 +426,242 @@ def test_worker_dockerfile() -> None:
     assert re.search(r'^CMD \["avrec", "worker"\]', text, flags=re.MULTILINE)
 
 
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_web_server_reachable_by_name(services: dict, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The web port listens on every interface and advertises the service's own name, so the other
+    worker can forward a read-API request to it, and is published once per worker."""
+    env = resolved_env(services[name])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    web = Settings().web
+    assert web.enabled and web.bind == "0.0.0.0"
+    assert web.host == name, "the advertised host must be this worker's compose service name"
+    assert web.port in published_ports(services[name]).values()
+    hc = " ".join(services[name]["healthcheck"]["test"])
+    assert f"http://localhost:{web.port}/health/live" in hc
+
+
+# ------------------------------------------------------------- monitoring ---
+
+MONITORING = ROOT / "deploy" / "monitoring"
+# Metric names that Triton and Milvus export and the dashboards may use (neither is in this repo).
+# Triton (server docs/user_guide/metrics.md; --allow-metrics, --allow-gpu-metrics on port 8002):
+TRITON_METRICS = {
+    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+    "nv_inference_exec_count", "nv_inference_pending_request_count", "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
+    "nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes", "nv_gpu_power_usage",
+    "nv_gpu_power_limit", "nv_energy_consumption", "nv_cpu_utilization", "nv_cpu_memory_total_bytes",
+    "nv_cpu_memory_used_bytes",
+}
+# Milvus 2.5 (pkg/metrics/proxy_metrics.go: namespace "milvus", subsystem "proxy"; histograms in ms):
+_MILVUS_HISTOGRAMS = ("milvus_proxy_req_latency", "milvus_proxy_sq_latency", "milvus_proxy_mutation_latency")
+MILVUS_METRICS = {
+    "milvus_proxy_req_count", "milvus_proxy_search_vectors_count", "milvus_proxy_insert_vectors_count",
+    "milvus_proxy_upsert_vectors_count", "milvus_proxy_delete_vectors_count",
+    *(f"{h}_{suffix}" for h in _MILVUS_HISTOGRAMS for suffix in ("bucket", "sum", "count")),
+}
+# The metric contract between the issue-18 helpers (every name avrec's dashboard relies on).
+AVREC_CONTRACT = {
+    "avrec_events_in_total", "avrec_lists_out_total", "avrec_consumer_lag", "avrec_freshness_seconds_bucket",
+    "avrec_dead_letters_total", "avrec_triton_request_seconds_bucket", "avrec_triton_errors_total",
+    "avrec_milvus_request_seconds_bucket", "avrec_milvus_errors_total", "avrec_circuit_breaker_state",
+    "avrec_model_info", "avrec_catalogue_coverage_ratio", "avrec_cold_start_lists_ratio",
+    "avrec_impressions_total", "avrec_impressed_items_total", "avrec_impression_clicks_total",
+    "avrec_impression_hits_total",
+}
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count", "_created"), "info": ("_info",),
+}
+_PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
+                    "and", "or", "unless", "inf", "nan"}
+
+
+def avrec_exported_names() -> set[str]:
+    """Every sample name avrec's registry can expose (labelled metrics have no samples before first use)."""
+    from streams.web.metrics import REGISTRY
+
+    return {f"{fam.name}{suffix}" for fam in REGISTRY.collect() for suffix in _SAMPLE_SUFFIXES[fam.type]}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are neither functions,
+    keywords, label names (in ``{...}`` or ``by (...)``) nor in a range ``[...]``."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for m in re.finditer(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\s*(\()?", text):
+        if not m.group(2) and m.group(1).lower() not in _PROMQL_KEYWORDS:
+            names.add(m.group(1))
+    return names
+
+
+def test_promql_metric_names_parser() -> None:
+    expr = ('histogram_quantile(0.99, sum by (le, model) (rate(avrec_triton_request_seconds_bucket'
+            '{model=~"a|b"}[$__rate_interval]))) / on (model) group_left sum without (x) (up offset 5m) > bool 1e3')
+    assert promql_metric_names(expr) == {"avrec_triton_request_seconds_bucket", "up"}
+    assert promql_metric_names("avrec_model_info") == {"avrec_model_info"}
+    assert promql_metric_names('a_total{stage="rate(b)"} and c') == {"a_total", "c"}
+
+
+def test_avrec_metric_contract_matches_the_registry() -> None:
+    missing = AVREC_CONTRACT - avrec_exported_names()
+    assert not missing, f"streams/web/metrics.py no longer exports {sorted(missing)}"
+
+
+def _mount_source(service: dict, target: str) -> Path:
+    by_target = {t: src for src, t, _ in mounts(service)}
+    assert target in by_target, f"nothing mounted at {target}"
+    return (ROOT / by_target[target]).resolve()
+
+
+@pytest.fixture(scope="module")
+def prometheus_config(services: dict) -> dict:
+    prom = services["prometheus"]
+    config_file = next(a.split("=", 1)[1] for a in command_list(prom) if a.startswith("--config.file="))
+    path = _mount_source(prom, config_file)
+    assert path == MONITORING / "prometheus" / "prometheus.yml"
+    return yaml.safe_load(path.read_text())
+
+
+def _scrape_job(config: dict, job: str) -> tuple[str, set[str]]:
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert job in jobs, f"no scrape job {job!r}"
+    targets = {t for sc in jobs[job].get("static_configs", []) for t in sc["targets"]}
+    return jobs[job].get("metrics_path", "/metrics"), targets
+
+
+def test_prometheus_scrapes_every_worker_on_its_web_port(services: dict, prometheus_config: dict,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = set()
+    for name in WORKERS:
+        with monkeypatch.context() as m:
+            for key, value in resolved_env(services[name]).items():
+                m.setenv(key, value)
+            expected.add(f"{name}:{Settings().web.port}")
+    path, targets = _scrape_job(prometheus_config, "avrec")
+    assert path == "/metrics"
+    assert targets == expected, "one target per worker service, at its web port"
+    assert set(services) >= {t.split(":")[0] for t in targets}
+
+
+def test_prometheus_scrapes_triton_and_milvus(services: dict, prometheus_config: dict) -> None:
+    path, targets = _scrape_job(prometheus_config, "triton")
+    assert path == "/metrics" and targets == {"triton:8002"}
+    assert 8002 in published_ports(services["triton"]).values()
+    assert "--allow-metrics=true" in command_list(services["triton"])
+    path, targets = _scrape_job(prometheus_config, "milvus")
+    assert path == "/metrics" and targets == {"milvus:9091"}
+    assert 9091 in published_ports(services["milvus"]).values()
+
+
+def test_prometheus_service(services: dict) -> None:
+    prom = services["prometheus"]
+    assert prom["image"].startswith("prom/prometheus:v")
+    assert published_ports(prom) == {9090: 9090}
+    assert "http://localhost:9090/-/ready" in " ".join(prom["healthcheck"]["test"])
+    data = next(a.split("=", 1)[1] for a in command_list(prom) if a.startswith("--storage.tsdb.path="))
+    assert data in {t for src, t, _ in mounts(prom) if src and not is_bind(src)}, "TSDB on a named volume"
+    assert set(WORKERS) <= set(depends(prom))
+
+
+@pytest.fixture(scope="module")
+def grafana_provisioning(services: dict) -> Path:
+    path = _mount_source(services["grafana"], "/etc/grafana/provisioning")
+    assert path == MONITORING / "grafana" / "provisioning"
+    return path
+
+
+def test_grafana_datasource_is_the_compose_prometheus(services: dict, grafana_provisioning: Path) -> None:
+    files = sorted((grafana_provisioning / "datasources").glob("*.y*ml"))
+    assert files, "no datasource provisioning file"
+    sources = [ds for f in files for ds in yaml.safe_load(f.read_text())["datasources"]]
+    prom = [ds for ds in sources if ds["type"] == "prometheus"]
+    assert len(prom) == 1 and prom[0]["uid"] == "prometheus" and prom[0].get("isDefault")
+    host, port = prom[0]["url"].removeprefix("http://").split(":")
+    assert host == "prometheus" and int(port) in published_ports(services["prometheus"]).values()
+
+
+@pytest.fixture(scope="module")
+def dashboards(services: dict, grafana_provisioning: Path) -> dict[str, dict]:
+    """uid -> dashboard, from the folder that the provisioned dashboard provider reads."""
+    providers = [p for f in sorted((grafana_provisioning / "dashboards").glob("*.y*ml"))
+                 for p in yaml.safe_load(f.read_text())["providers"]]
+    assert len(providers) == 1 and providers[0]["type"] == "file"
+    folder = _mount_source(services["grafana"], providers[0]["options"]["path"])
+    assert folder == MONITORING / "grafana" / "dashboards"
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text())
+        assert doc["uid"] not in out, f"{path.name}: uid {doc['uid']} used twice"
+        out[doc["uid"]] = doc
+    return out
+
+
+def _panel_exprs(dashboard: dict) -> list[str]:
+    panels = [p for top in dashboard["panels"] for p in (top, *top.get("panels", []))]
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
+
+
+def test_three_dashboards_provisioned(services: dict, dashboards: dict[str, dict]) -> None:
+    assert set(dashboards) == {"avrec", "triton", "milvus"}
+    home = resolved_env(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert json.loads((MONITORING / "grafana" / "dashboards" / PurePosixPath(home).name).read_text())["uid"] == "avrec"
+    for uid, doc in dashboards.items():
+        assert doc["title"] and _panel_exprs(doc), uid
+        for panel in doc["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == "prometheus", f"{uid}: {panel['title']}"
+
+
+def test_dashboard_queries_use_only_exported_metrics(dashboards: dict[str, dict]) -> None:
+    known = avrec_exported_names() | TRITON_METRICS | MILVUS_METRICS
+    for uid, doc in dashboards.items():
+        for expr in _panel_exprs(doc):
+            names = promql_metric_names(expr)
+            assert names, f"{uid}: no metric in {expr!r}"
+            assert names <= known, f"{uid}: unknown metrics {sorted(names - known)} in {expr!r}"
+    used = {uid: set().union(*map(promql_metric_names, _panel_exprs(doc))) for uid, doc in dashboards.items()}
+    assert all(n.startswith("nv_") for n in used["triton"])
+    assert all(n.startswith("milvus_") for n in used["milvus"])
+    missing = AVREC_CONTRACT - used["avrec"]
+    assert not missing, f"the avrec dashboard does not show {sorted(missing)}"
+
+
+def test_avrec_dashboard_online_ctr_and_freshness_quantiles(dashboards: dict[str, dict]) -> None:
+    exprs = " ".join(_panel_exprs(dashboards["avrec"]))
+    compact = re.sub(r"\s+", "", exprs)
+    assert re.search(r"rate\(avrec_impression_clicks_total\[[^\]]+\]\)\)/sumby\(model_version\)"
+                     r"\(rate\(avrec_impressed_items_total", compact), "CTR = clicks / impressed items per model_version"
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q},sumby(le)(rate(avrec_freshness_seconds_bucket" in compact, q
+
+
+def test_grafana_admin_password_is_a_secret(compose: dict, services: dict) -> None:
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    env = env_of(grafana)
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    secret = PurePosixPath(env["GF_SECURITY_ADMIN_PASSWORD__FILE"])
+    assert secret.parent == PurePosixPath("/run/secrets") and secret.name in grafana["secrets"]
+    source = compose["secrets"][secret.name]
+    assert set(source) == {"environment"}, "the password comes from the environment, not a file in the repo"
+    assert f"`{source['environment']}`" in DEPLOY_README.read_text()
+    assert resolved_env(grafana)["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert published_ports(grafana) == {3000: 3000}
+    assert depends(grafana) == {"prometheus": "service_healthy"}
+
+
 # ----------------------------------------------------------- cross-cutting ---
 
 
 def test_expected_ports_published_once(services: dict) -> None:
     hosts: list[int] = [h for svc in services.values() for h in published_ports(svc)]
-    assert {9092, 8000, 8001, 8002, 19530, 8080, 9001} <= set(hosts)
+    assert {9092, 8000, 8001, 8002, 19530, 8080, 9001, 9090, 3000, 6066} <= set(hosts)
     assert len(hosts) == len(set(hosts)), "a host port is published twice"
 
 
@@ -528,6 +760,9 @@ def test_no_literal_secrets(services: dict) -> None:
     for name, svc in services.items():
         for key, value in env_of(svc).items():
             if SECRET_KEY.search(key):
+                if key.endswith("__FILE"):  # Grafana's <setting>__FILE: the value is the path of a compose secret
+                    assert value.startswith("/run/secrets/"), f"{name}.{key} must point at a compose secret"
+                    continue
                 assert INTERPOLATION.search(value), f"{name}.{key} is a literal secret: use ${{VAR:-...}}"
     assert "MINIO_ROOT_PASSWORD" in env_of(services["minio"])
 
