@@ -10,7 +10,10 @@ so a client can check ``sum(contributions) + intercept == total``:
   ``weight_f * (x_f - mean_f) / scale_f`` adds up to the ranker's score ``s`` of the item (the
   model has no intercept: 0). The listed ``score`` is ``exp(s - max_ranker_score)``, the item's
   probability relative to the best candidate's (:mod:`streams.ranking.recommend`), so the
-  explanation carries ``max_ranker_score`` too.
+  explanation carries ``max_ranker_score`` too. For a user in their first events the listed score
+  leans on content (``RankingSettings.cold_start_*``): it is then
+  ``exp(s - max_ranker_score) ** (1 - cold_start_share) * content ** cold_start_share``, and the
+  explanation carries both numbers.
 
 Pure functions: the caller passes the ranker, the features and the scores it ranked with.
 """
@@ -38,9 +41,10 @@ def blend_explanation(item: RecommendedItem, method: str) -> dict:
 
 
 def learned_explanation(contributions: Sequence[float], features: Sequence[float], ranker_score: float,
-                        max_ranker_score: float) -> dict:
-    """One item's learned-ranker explanation from its row of :meth:`LinearRanker.contributions`."""
-    return {
+                        max_ranker_score: float, content_lean: tuple[float, float] | None = None) -> dict:
+    """One item's learned-ranker explanation from its row of :meth:`LinearRanker.contributions`
+    (``content_lean``: the item's ``RecommendedItem.content_lean``)."""
+    out = {
         "method": "learned",
         "adds_up_to": "ranker_score",
         "total": float(ranker_score),
@@ -51,6 +55,12 @@ def learned_explanation(contributions: Sequence[float], features: Sequence[float
         "max_ranker_score": float(max_ranker_score),
         "score_is": "exp(ranker_score - max_ranker_score)",
     }
+    if content_lean is not None:
+        share, content = content_lean
+        out.update(cold_start_share=float(share), content=float(content),
+                   score_is="exp(ranker_score - max_ranker_score) ** (1 - cold_start_share)"
+                            " * content ** cold_start_share")
+    return out
 
 
 def explain_items(items: Sequence[RecommendedItem], method: str, ranker: LinearRanker | None = None,
@@ -73,7 +83,7 @@ def explain_items(items: Sequence[RecommendedItem], method: str, ranker: LinearR
             # The score the list was ranked with (not the contributions' sum): a client checks one against
             # the other, and the listed score against exp(score - top).
             score = float(learned.get(r.item_id, np.sum(row)))
-            out[r.item_id] = learned_explanation(row.tolist(), x.tolist(), score, top)
+            out[r.item_id] = learned_explanation(row.tolist(), x.tolist(), score, top, r.content_lean)
     else:
         for r in items:
             out[r.item_id] = blend_explanation(r, method)

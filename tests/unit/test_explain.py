@@ -18,6 +18,18 @@ from streams.ranking.trending import DecayedCounter
 T0 = 1_700_000_000.0
 
 
+def listed_score(e: dict) -> float:
+    """The listed score an explanation states: the ranker's relative likelihood, leaned on content
+    for a user in their first events (``score_is``)."""
+    rel = math.exp(e["total"] - e["max_ranker_score"])
+    if "cold_start_share" not in e:
+        assert e["score_is"] == "exp(ranker_score - max_ranker_score)"
+        return rel
+    a = e["cold_start_share"]
+    assert 0 < a <= 1 and 0 < e["content"] <= 1
+    return rel ** (1 - a) * e["content"] ** a
+
+
 def _scene(seed: int = 7):
     """40 items, a co-occurrence store from 60 random users, trending counts and one user with a history."""
     rng = random.Random(seed)
@@ -68,7 +80,7 @@ def test_learned_contributions_add_up_to_the_ranker_score_and_the_score_follows(
         assert e["total"] == learned[r.item_id]
         assert abs(sum(e["contributions"].values()) + e["intercept"] - e["total"]) < 1e-6
         assert e["max_ranker_score"] == pytest.approx(top)
-        assert r.score == pytest.approx(math.exp(e["total"] - e["max_ranker_score"]), rel=1e-9)
+        assert r.score == pytest.approx(listed_score(e), rel=1e-9)
         # Each contribution is weight * standardised feature, as the ranker computes it.
         x = candidate_features(ctx, [r.item_id], ranker.item_model)[0]
         f = FEATURES.index("log_trending")
