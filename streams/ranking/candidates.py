@@ -33,5 +33,7 @@ def gather_candidates(
     hits = cooc.score_candidates_explained(
         hist, cfg.cooc_candidates, recency_half_life=cfg.cooc_recency_half_life,
         score_window=cfg.cooc_score_window or cfg.cooc_window) if hist else []
+    # Exploration draws from fresh uploads that few users have touched yet (RankingSettings.explore_*).
+    explore = [i for i, _ in fresh if cooc.pops.get(i, 0.0) < cfg.explore_max_users] if cfg.explore_slots else []
     return Candidates(ann=list(ann), cooc=[(j, s) for j, s, _ in hits], fresh=fresh, trending=trending,
-                      cooc_via={j: h for j, _, h in hits})
+                      cooc_via={j: h for j, _, h in hits}, explore=explore)

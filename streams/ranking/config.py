@@ -153,11 +153,14 @@ class RankingSettings(BaseModel):
     # title benchmark; ml-100k checked (docs/QUALITY.md, "Cold start").
     cold_start_events: int = Field(default=5, ge=0)
     cold_start_content_share: float = Field(default=0.7, ge=0.0, le=1.0)
-    # Exploration: at least this many of a list's slots (its last ones) go to fresh uploads (the
-    # fresh source's candidates, newest window), the one closest to the user's taste first, each
-    # labelled "new upload: exploring". New items reach lists, and their first events, without
-    # outranking what the user asked for (0 = off).
+    # Exploration: at least this many of a list's slots (its last ones) go to unexplored fresh
+    # uploads (the fresh source's candidates that fewer than explore_max_users users have
+    # interacted with), the one closest to the user's taste first, each labelled "new upload:
+    # exploring". New items reach lists and get their first events without outranking what the
+    # user asked for; once a few users have engaged, the evidence ranks them (0 = off). Any
+    # unexplored item the ranking already lists counts toward the slots.
     explore_slots: int = Field(default=1, ge=0)
+    explore_max_users: int = Field(default=3, ge=1)
 
     # MMR: 1.0 = pure relevance, lower values trade relevance for diversity. 0.9 keeps
     # a diversity term at a cost within noise on the validation split (HR@20 0.2960

@@ -81,6 +81,8 @@ class Candidates:
     trending: list[tuple[str, float]] = field(default_factory=list)  # DecayedCounter.top
     # Optional: co-occurrence candidate -> the history item behind it (for its reason).
     cooc_via: dict[str, str] = field(default_factory=dict)
+    # Fresh uploads few users have interacted with yet: what the exploration slots draw from.
+    explore: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -504,7 +506,7 @@ def recommend(
     picked = _mmr(pool, k, cfg)
     if not picked:
         return []
-    explore = _explore(pool, picked, k, cfg)
+    explore = _explore(pool, picked, k, cfg, set(candidates.explore))
     picked = [j for j in picked if j not in explore][: k - len(explore)] + sorted(explore, key=explore.get)
     explainer = _Explainer(state, items, candidates)
     closest = explainer.closest_history(pool.vecs[picked])
@@ -520,14 +522,14 @@ def recommend(
     ]
 
 
-def _explore(pool: _Pool, picked: list[int], k: int, cfg: RankingSettings) -> dict[int, int]:
-    """Rows of fresh uploads to put in the list's last slots (``explore_slots``), in order: the ones
-    closest to the user's taste (newest first without one); none when the list already holds
-    enough fresh items. Returns ``{row: position among them}``."""
+def _explore(pool: _Pool, picked: list[int], k: int, cfg: RankingSettings, unexplored: set[str]) -> dict[int, int]:
+    """Rows of unexplored fresh uploads (``Candidates.explore``) to put in the list's last slots
+    (``explore_slots``), in order: the ones closest to the user's taste first (newest first without
+    a taste vector); none when the list already holds enough of them. Returns ``{row: position}``."""
     slots = min(cfg.explore_slots, k)
-    if slots <= 0:
+    if slots <= 0 or not unexplored:
         return {}
-    fresh = pool.norm["fresh"] > 0
+    fresh = np.array([i in unexplored for i in pool.ids], dtype=bool)
     have = sum(1 for j in picked if fresh[j])
     need = slots - have
     if need <= 0:

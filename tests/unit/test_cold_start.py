@@ -56,7 +56,8 @@ def candidates_for(state: UserState, items, trending) -> Candidates:
     u = user_vector(state)
     ann = sorted(((i, float(info.vector @ u)) for i, info in items.items()), key=lambda p: -p[1])[:40]
     fresh = sorted(((i, info.created_at) for i, info in items.items()), key=lambda p: -p[1])[:50]
-    return Candidates(ann=ann, fresh=fresh, trending=trending)
+    # Nobody has interacted with the catalogue yet: every fresh upload is unexplored.
+    return Candidates(ann=ann, fresh=fresh, trending=trending, explore=[i for i, _ in fresh])
 
 
 def test_new_users_lists_are_led_by_what_they_liked(platform):
@@ -123,7 +124,7 @@ def test_exploration_slot_brings_a_fresh_upload_labelled_as_such(platform):
     state = liker(old, ["food1", "food2", "food3", "food4", "food5", "food6"], cfg)  # past the cold start
     u = user_vector(state)
     ann = sorted(((i, float(info.vector @ u)) for i, info in old.items()), key=lambda p: -p[1])[:40]
-    cand = Candidates(ann=ann, fresh=[("game25", old["game25"].created_at)])
+    cand = Candidates(ann=ann, fresh=[("game25", old["game25"].created_at)], explore=["game25"])
     recs = recommend(state, cand, old, NOW, cfg)
     assert len(recs) == 5
     assert recs[-1].item_id == "game25" and recs[-1].reasons == [EXPLORE_REASON]
@@ -138,3 +139,18 @@ def test_no_exploration_slot_when_the_list_already_has_fresh_items(platform):
     state = liker(platform, ["food1", "food2", "food3", "food4", "food5", "food6"], cfg)
     recs = recommend(state, candidates_for(state, platform, []), platform, NOW, cfg)
     assert recs and all(r.reasons != [EXPLORE_REASON] for r in recs)
+
+
+def test_only_uploads_few_users_touched_are_explored():
+    """gather_candidates marks a fresh upload for exploration until explore_max_users users engaged."""
+    from streams.ranking import gather_candidates, new_cooccurrence
+
+    cfg = RankingSettings()
+    cooc = new_cooccurrence(cfg)
+    for u in range(cfg.explore_max_users):
+        cooc.add([f"old{u}"], "popular-new")
+    cooc.add(["old0"], "quiet-new")
+    fresh = [("popular-new", NOW - 60), ("quiet-new", NOW - 30)]
+    cand = gather_candidates(None, cooc, cfg, [], fresh, [])
+    assert cand.explore == ["quiet-new"]
+    assert gather_candidates(None, cooc, cfg.model_copy(update={"explore_slots": 0}), [], fresh, []).explore == []
