@@ -293,6 +293,11 @@ def _score_pool(
     return _Pool(ids, creators, vecs, sim, norm, contrib, score)
 
 
+def in_cold_start(state: UserState | None, cfg: RankingSettings) -> bool:
+    """Whether the user is in their first ``cold_start_events`` positive events (new users too)."""
+    return (len(state.history) if state is not None else 0) <= cfg.cold_start_events
+
+
 def cold_start_share(state: UserState | None, cfg: RankingSettings) -> float:
     """How much of a cold user's relevance is content similarity (``cold_start_*`` in config.py):
     ``share * (k + 1 - n) / k`` for a user with n positive events, 1 <= n <= k; else 0."""
@@ -506,7 +511,7 @@ def recommend(
     picked = _mmr(pool, k, cfg)
     if not picked:
         return []
-    explore = _explore(pool, picked, k, cfg, set(candidates.explore))
+    explore = _explore(pool, picked, k, cfg, set(candidates.explore)) if in_cold_start(state, cfg) else {}
     picked = [j for j in picked if j not in explore][: k - len(explore)] + sorted(explore, key=explore.get)
     explainer = _Explainer(state, items, candidates)
     closest = explainer.closest_history(pool.vecs[picked])

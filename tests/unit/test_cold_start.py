@@ -121,7 +121,7 @@ def test_exploration_slot_brings_a_fresh_upload_labelled_as_such(platform):
     cfg = RankingSettings(fusion="weighted", top_k=5)
     old = {i: ItemInfo(i, info.creator_id, info.title, info.vector, NOW - 30 * 86400) for i, info in platform.items()}
     old["game25"] = platform["game25"]  # the one new upload, off the user's taste
-    state = liker(old, ["food1", "food2", "food3", "food4", "food5", "food6"], cfg)  # past the cold start
+    state = liker(old, ["food1", "food2", "food3"], cfg)  # in the cold start
     u = user_vector(state)
     ann = sorted(((i, float(info.vector @ u)) for i, info in old.items()), key=lambda p: -p[1])[:40]
     cand = Candidates(ann=ann, fresh=[("game25", old["game25"].created_at)], explore=["game25"])
@@ -132,6 +132,9 @@ def test_exploration_slot_brings_a_fresh_upload_labelled_as_such(platform):
     no_slot = recommend(state, cand, old, NOW, cfg.model_copy(update={"explore_slots": 0}))
     assert "game25" not in [r.item_id for r in no_slot]
     assert [r.item_id for r in no_slot][:4] == [r.item_id for r in recs][:4]
+    # An established user's list explores nothing.
+    settled = liker(old, [f"food{i}" for i in range(1, 8)], cfg)
+    assert all(r.reasons != [EXPLORE_REASON] for r in recommend(settled, cand, old, NOW, cfg))
 
 
 def test_no_exploration_slot_when_the_list_already_has_fresh_items(platform):
