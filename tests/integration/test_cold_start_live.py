@@ -105,8 +105,13 @@ def test_new_users_lists_are_led_by_what_they_liked(platform):
     for user, topic, own, other in ((fan_a, "food", food, game), (fan_b, "game", game, food)):
         top = [i.item_id for i in lists[user].items[:10]]
         assert len(top) == 10, top
-        on_topic = sum(topic_of.get(i) == topic for i in top)
-        assert on_topic >= 9, (user, [(i, topic_of.get(i)) for i in top])
+        shown = [(i.item_id, topic_of.get(i.item_id), i.reasons) for i in lists[user].items[:10]]
+        # Led by the user's topic: the first two on it and most of the top 10 (the blend's scores of a
+        # catalogue this fresh are close, so MMR's diversity term brings in an item or two of the other
+        # topic; before issue 16 the first on-topic item was at #12).
+        assert [topic_of.get(i) for i in top[:2]] == [topic, topic], shown
+        assert sum(topic_of.get(i) == topic for i in top) >= 7, shown
+        assert lists[user].items[0].reasons[0].startswith("similar to"), shown
         assert not set(other) & set(top), f"{user}'s top 10 holds the other user's likes: {top}"
         assert not set(own) & set(top)
         reasons = [r for i in lists[user].items[:5] for r in i.reasons]
