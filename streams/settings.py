@@ -67,6 +67,12 @@ class TopicsSettings(BaseModel):
             field = cls.model_fields.get(name)
             if field is not None and isinstance(value, dict) and isinstance(field.default, TopicSpec):
                 merged[name] = {**field.default.model_dump(), **value}
+        # Impressions are co-partitioned with interactions (one worker owns a user's both): unless set
+        # on their own, they follow AVREC_KAFKA__TOPICS__INTERACTIONS__PARTITIONS.
+        inter, imp = data.get("interactions"), data.get("impressions")
+        if isinstance(inter, dict) and "partitions" in inter and not (isinstance(imp, dict) and "partitions" in imp):
+            base = merged.get("impressions") or cls.model_fields["impressions"].default.model_dump()
+            merged["impressions"] = {**base, "partitions": inter["partitions"]}
         return merged
 
     def all(self) -> list[TopicSpec]:

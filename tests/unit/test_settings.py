@@ -62,3 +62,13 @@ def test_secrets_are_masked_in_repr_dump_and_config_show(monkeypatch):
     shown = orjson.loads(out.stdout)
     assert shown["kafka"]["sasl_password"] == "**********" and shown["milvus"]["token"] == "**********"
     assert shown["kafka"]["security_protocol"] == "SASL_SSL"
+
+
+def test_impressions_follow_the_interactions_partitions_unless_set(monkeypatch):
+    """Impressions must be co-partitioned with interactions: changing one count moves both."""
+    monkeypatch.setenv("AVREC_KAFKA__TOPICS__INTERACTIONS__PARTITIONS", "6")
+    t = Settings().kafka.topics
+    assert t.interactions.partitions == t.impressions.partitions == 6
+    assert t.impressions.name == "impressions"
+    monkeypatch.setenv("AVREC_KAFKA__TOPICS__IMPRESSIONS__PARTITIONS", "4")  # set on its own: kept (and refused at start)
+    assert Settings().kafka.topics.impressions.partitions == 4
