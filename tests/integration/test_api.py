@@ -19,6 +19,7 @@ from streams.items.partitioning import partition_for
 from streams.kafka.admin import wait_group_stable
 from streams.ranking.learned import FEATURES, LinearRanker
 from streams.vectors.milvus import milvus_client
+from tests.explain_checks import listed_score
 from tests.workerproc import WorkerProcess, poll_until, worker_env
 
 pytestmark = pytest.mark.stack
@@ -30,18 +31,6 @@ TOPIC_A = ["How to make fresh pasta at home", "Perfect sourdough bread recipe fo
 TOPIC_B = ["Supercar acceleration test on the race track", "Changing the engine oil in your pickup truck",
            "Electric SUV highway range review", "Vintage muscle car restoration project",
            "Formula one pit stop explained", "Motorcycle chain maintenance tutorial"]
-
-
-def listed_score(e: dict) -> float:
-    """The listed score an explanation states: the ranker's relative likelihood, leaned on content
-    for a user in their first events (``score_is``)."""
-    rel = math.exp(e["total"] - e["max_ranker_score"])
-    if "cold_start_share" not in e:
-        assert e["score_is"] == "exp(ranker_score - max_ranker_score)"
-        return rel
-    a = e["cold_start_share"]
-    assert 0 < a <= 1 and 0 < e["content"] <= 1
-    return rel ** (1 - a) * e["content"] ** a
 
 
 def _upload(item_id: str, title: str, creator: str) -> dict:

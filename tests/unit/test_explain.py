@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
@@ -14,20 +13,9 @@ from streams.ranking.explain import explain_items
 from streams.ranking.learned import FEATURES, FeatureContext, LinearRanker, candidate_features, learned_scores
 from streams.ranking.recommend import recommend
 from streams.ranking.trending import DecayedCounter
+from tests.explain_checks import listed_score
 
 T0 = 1_700_000_000.0
-
-
-def listed_score(e: dict) -> float:
-    """The listed score an explanation states: the ranker's relative likelihood, leaned on content
-    for a user in their first events (``score_is``)."""
-    rel = math.exp(e["total"] - e["max_ranker_score"])
-    if "cold_start_share" not in e:
-        assert e["score_is"] == "exp(ranker_score - max_ranker_score)"
-        return rel
-    a = e["cold_start_share"]
-    assert 0 < a <= 1 and 0 < e["content"] <= 1
-    return rel ** (1 - a) * e["content"] ** a
 
 
 def _scene(seed: int = 7):
