@@ -254,13 +254,16 @@ class ItemInspector(View):
                               "available": False, "taken_down": True,
                               "modalities": {"text": False, "audio": False, "video": False}, "neighbours": []})
         present = set((row.get("modalities") or "").split(","))
+        # The takedown reaches this worker's item state before its owner has deleted the Milvus row: the
+        # item state decides, so the inspector never shows a taken-down item as available.
         return self.json({
             "item_id": item_id, "title": row.get("title"), "creator_id": row.get("creator_id"),
-            "created_at": row.get("created_at", 0) / 1000.0, "available": bool(row.get("available", True)),
+            "created_at": row.get("created_at", 0) / 1000.0,
+            "available": bool(row.get("available", True)) and not down,
             "taken_down": down, "tags": [t for t in (row.get("tags") or "").split(" ") if t],
             "duration_s": row.get("duration_s") or None,
             "modalities": {m: m in present for m in ("text", "audio", "video")},
-            "neighbours": await _neighbours(row, INSPECTOR_LIST),
+            "neighbours": [] if down else await _neighbours(row, INSPECTOR_LIST),
         })
 
 
@@ -273,8 +276,8 @@ class SimilarItems(View):
         check_id(item_id, "item id")
         n = int_param(request.query, "n", 10, 1, app_settings().web.api_max_n)
         row = await _item_rows(item_id)
-        if row is None:
-            gone = item_id in _ctx().takedowns
+        gone = item_id in _ctx().takedowns  # before the owner deletes its row too (see ItemInspector)
+        if row is None or gone:
             raise BadRequest(f"item {item_id!r} " + ("was taken down" if gone else "is not in the catalogue"), 404)
         return self.json({"item_id": item_id, "items": await _neighbours(row, n)})
 
