@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -82,6 +82,18 @@ class ItemCache:
         self._invalidated_at[item_id] = self._invalidations
         if len(self._invalidated_at) > 4 * max(1, self.max_items):
             self._invalidated_at.clear()  # only fetches in flight need it; a bounded, rare reset
+
+    def vectors_of(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """The cached vectors of ``item_ids`` as one ``[len(item_ids), D]`` float32 matrix, in order;
+        None when any of them is not cached (or has no vector). Reads only: no fetch, no LRU move."""
+        items = self._items
+        try:
+            vectors = [items[i].vector for i in item_ids]
+        except KeyError:
+            return None
+        if not vectors or any(v is None for v in vectors):
+            return None if vectors else np.zeros((0, 0), dtype=np.float32)
+        return np.stack(vectors).astype(np.float32, copy=False)
 
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
         """Known items among ``item_ids`` (unknown ones are simply absent)."""
