@@ -185,7 +185,11 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
     age_h = np.array([max(0.0, ctx.now - float(info.created_at)) / 3600.0 for info in infos])
     cos = np.zeros(n)
     u = user_vector(ctx.state)
-    if u is not None:
+    matrix = getattr(ctx.items, "matrix", None)  # an ItemRows (the worker's item cache): one take, no stacking
+    if u is not None and matrix is not None and n and matrix.shape[1] == len(u) \
+            and min(matrix_rows := [info.row for info in infos]) >= 0:
+        cos[:] = matrix.take(matrix_rows, axis=0) @ u
+    elif u is not None:
         rows = [a for a, info in enumerate(infos) if info.vector is not None and len(info.vector) == len(u)]
         if rows:
             cos[rows] = np.stack([np.asarray(infos[a].vector, dtype=np.float32) for a in rows]) @ u

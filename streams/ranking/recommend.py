@@ -69,6 +69,16 @@ class ItemInfo:
     created_at: float  # unix seconds
     available: bool = True
     modality_vectors: dict[str, Any] | None = None  # e.g. {"audio": ..., "video": ...}; unused by scoring
+    # The vector's row in the matrix of the ItemRows this came in (the worker's item cache); -1: none.
+    row: int = -1
+
+
+class ItemRows(dict):
+    """item_id -> ItemInfo whose ``row``s index ``matrix``, one ``[rows, D]`` float32 array holding their
+    vectors (the worker's item cache, ``streams/services/items.py``). Scoring gathers a pool's vectors
+    with one ``take`` from it instead of stacking one array per candidate; a plain dict still works."""
+
+    matrix: np.ndarray | None = None
 
 
 @dataclass
@@ -169,6 +179,19 @@ def _stack(vectors: list[Any], what: str, scratch: bool = False) -> np.ndarray:
     return _unit_rows(np.stack([zero if r is None else r for r in rows]))
 
 
+def _gather(infos: list[ItemInfo], items: Mapping[str, ItemInfo], what: str, scratch: bool = False) -> np.ndarray:
+    """[n, D] float32 unit rows of ``infos``' vectors: one ``take`` from the ItemRows matrix when every
+    one of them has a row there, else stacked one by one (the same values either way). ``scratch``:
+    into the per-thread buffer (the pool's candidates only; see ``_scratch``)."""
+    matrix = getattr(items, "matrix", None)
+    if matrix is not None and infos:
+        rows = [info.row for info in infos]
+        if min(rows) >= 0:
+            out = _scratch_rows(len(rows), matrix.shape[1]) if scratch else None
+            return _unit_rows(matrix.take(rows, axis=0, out=out))
+    return _stack([info.vector for info in infos], what, scratch=scratch)
+
+
 def _unit_rows(m: np.ndarray) -> np.ndarray:
     """Normalise rows in place (``m`` is always a fresh or scratch array, never the caller's).
 
@@ -194,13 +217,10 @@ def eligible_ids(state: UserState | None, sources: Iterable[Iterable[str]], item
     The one filter ``recommend`` and the learned ranker's candidate pool share."""
     seen = state.seen if state is not None else ()
     hidden = state.hidden if state is not None else ()
-    out = []
-    for iid in sorted({i for src in sources for i in src}):
-        info = items.get(iid)
-        if info is None or not info.available or iid in taken_down or iid in seen or iid in hidden:
-            continue
-        out.append(iid)
-    return out
+    get = items.get  # runs for every list: one comprehension, no per-id call overhead beyond the checks
+    return [iid for iid in sorted(set().union(*sources))
+            if (info := get(iid)) is not None and info.available
+            and iid not in taken_down and iid not in seen and iid not in hidden]
 
 
 def _nan_last(x: float) -> float:
@@ -223,11 +243,10 @@ def _score_pool(
 
     ids = eligible_ids(state, (ann, cooc, fresh, trend), items, taken_down)
     infos = [items[iid] for iid in ids]
-    vectors: list[Any] = [info.vector for info in infos]
     created_at = [info.created_at for info in infos]
     creators = [info.creator_id for info in infos]
     n = len(ids)
-    vecs = _stack(vectors, "item", scratch=True)
+    vecs = _gather(infos, items, "item", scratch=True)
     w = cfg.source_weights
 
     u = user_vector(state)
@@ -274,7 +293,9 @@ def _score_pool(
                 (("ann", ann_has), ("cooc", cooc_norm > 0), ("fresh", fresh_norm > 0), ("trending", trend_norm > 0))}
     if in_trend and cfg.trending_evidence > 0:
         # Evidence: a trending rank resting on a handful of events counts for little (config.py).
-        counts = np.array([max(0.0, _nan_last(trend.get(i, 0.0))) for i in ids])
+        counts = np.zeros(n)
+        for j in in_trend:
+            counts[j] = max(0.0, _nan_last(trend[ids[j]]))
         norm["trending"] = norm["trending"] * (counts / (counts + cfg.trending_evidence))
     contrib = {s: getattr(w, s) * norm[s] for s in SOURCES}
     if cfg.fusion == "learned" and learned is not None:
@@ -439,7 +460,7 @@ class _Explainer:
         hist = [h for h in reversed(state.history)] if state is not None else []  # newest first
         hist = [h for h in hist if h.item_id in items and items[h.item_id].vector is not None]
         self.hist = hist
-        self.hvecs = _stack([items[h.item_id].vector for h in hist], "history item") if hist else None
+        self.hvecs = _gather([items[h.item_id] for h in hist], items, "history item") if hist else None
 
     def closest_history(self, vecs: np.ndarray) -> list[Any]:
         """For each row of ``vecs``, the history entry with the most similar item (None if unknown)."""
@@ -468,23 +489,29 @@ class _Explainer:
         return "trending now"
 
 
-def _reasons(pool: _Pool, j: int, explainer: _Explainer, closest: Any, cfg: RankingSettings) -> list[str]:
-    """At most two reasons: the source contributing most to the score, plus the
-    runner-up when its own signal is strong (normalised ≥ 0.5), e.g. a brand-new
-    upload that is also close to the user's taste."""
+def _reasons(pool: _Pool, rows: list[int], explainer: _Explainer, closest: list[Any],
+             cfg: RankingSettings) -> list[list[str]]:
+    """For each pool row in ``rows``, at most two reasons: the source contributing most to the score,
+    plus the runner-up when its own signal is strong (normalised ≥ 0.5), e.g. a brand-new upload
+    that is also close to the user's taste."""
     # Signal above neutral: for ANN it is max(0, cos), since cos 0 maps to a norm
     # of 0.5 that every candidate gets and that explains nothing.
-    sig = {s: float(pool.norm[s][j]) for s in SOURCES}
-    sim = pool.sim[j] if pool.sim is not None else np.nan
-    sig["ann"] = 0.0 if np.isnan(sim) else max(0.0, float(sim))
+    sig = {s: pool.norm[s][rows].tolist() for s in SOURCES}
+    sim = pool.sim[rows].tolist() if pool.sim is not None else [np.nan] * len(rows)
+    sig["ann"] = [0.0 if x != x else max(0.0, x) for x in sim]
     w = cfg.source_weights
-    ev = {s: getattr(w, s) * sig[s] for s in SOURCES}
-    ranked = sorted((s for s in SOURCES if ev[s] > 0), key=lambda s: -ev[s])  # stable: SOURCES order on ties
-    if not ranked:
-        return ["recommended for you"]
-    chosen = ranked[:1] + [s for s in ranked[1:2] if sig[s] >= 0.5]
-    iid = pool.ids[j]
-    return [explainer.reason(s, iid, closest) for s in chosen]
+    weight = {s: getattr(w, s) for s in SOURCES}
+    out = []
+    for r, j in enumerate(rows):
+        ev = {s: weight[s] * sig[s][r] for s in SOURCES}
+        ranked = sorted((s for s in SOURCES if ev[s] > 0), key=lambda s: -ev[s])  # stable: SOURCES order on ties
+        if not ranked:
+            out.append(["recommended for you"])
+            continue
+        chosen = ranked[:1] + [s for s in ranked[1:2] if sig[s][r] >= 0.5]
+        iid = pool.ids[j]
+        out.append([explainer.reason(s, iid, closest[r]) for s in chosen])
+    return out
 
 
 def recommend(
@@ -515,15 +542,20 @@ def recommend(
     picked = [j for j in picked if j not in explore][: k - len(explore)] + sorted(explore, key=explore.get)
     explainer = _Explainer(state, items, candidates)
     closest = explainer.closest_history(pool.vecs[picked])
+    # The picked rows' numbers as Python floats in one conversion per array, not one per item.
+    scores = pool.score[picked].tolist()
+    contrib = [dict(zip(SOURCES, row)) for row in zip(*(pool.contrib[s][picked].tolist() for s in SOURCES))]
+    content = pool.content[picked].tolist() if pool.content is not None else None
+    reasons = _reasons(pool, picked, explainer, closest, cfg)
     return [
         RecommendedItem(
             item_id=pool.ids[j],
-            score=float(pool.score[j]),
-            reasons=[EXPLORE_REASON] if j in explore else _reasons(pool, j, explainer, c, cfg),
-            sources={s: float(pool.contrib[s][j]) for s in SOURCES},
-            content_lean=(pool.lean, float(pool.content[j])) if pool.content is not None else None,
+            score=scores[r],
+            reasons=[EXPLORE_REASON] if j in explore else reasons[r],
+            sources=contrib[r],
+            content_lean=(pool.lean, content[r]) if content is not None else None,
         )
-        for j, c in zip(picked, closest)
+        for r, j in enumerate(picked)
     ]
 
 

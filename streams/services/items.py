@@ -1,5 +1,11 @@
 """Item metadata and vectors close at hand: an LRU cache in front of Milvus, and the fresh-upload window.
 
+The cached vectors live in one contiguous float32 matrix, a row per item
+(:class:`VectorRows`); each cached ``ItemInfo.vector`` is a read-only view of its
+row and ``ItemInfo.row`` its number. Ranking gathers a list's candidates with one
+``take`` from that matrix instead of stacking ~400 separate arrays
+(``streams/ranking/recommend.py``), the single largest cost of a list before.
+
 The cache is kept coherent across workers by the item-state log: when an
 upload (a re-upload with a new vector included) or a takedown of an item is
 applied to this worker's replica, ``invalidate`` drops the item, and the next
@@ -11,6 +17,7 @@ cached, so it cannot put the old row back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -18,6 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from streams.ranking import ItemInfo
+from streams.ranking.recommend import ItemRows
 from streams.vectors.collections import ItemCollection
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,66 @@ def item_from_row(row: dict) -> ItemInfo:
     )
 
 
+class VectorRows:
+    """The cached items' vectors as rows of one contiguous float32 ``[capacity, D]`` matrix.
+
+    A row freed by an eviction is reused. Before that, the evicted ItemInfo gets its own
+    copy of the vector and ``row = -1``, so an ItemInfo someone still holds never sees
+    another item's vector. The matrix doubles when full; the cached ItemInfos' views are
+    then re-pointed at the new one (amortised O(1) per item).
+    """
+
+    def __init__(self, initial_rows: int = 1024) -> None:
+        self.matrix: np.ndarray | None = None
+        self._initial = max(1, int(initial_rows))
+        self._used = 0
+        self._free: list[int] = []
+
+    def attach(self, item: ItemInfo, cached: OrderedDict[str, ItemInfo]) -> None:
+        """Give ``item`` a row holding its vector (unchanged values); no row for a missing vector or one
+        of another dimension than the matrix's (ranking then stacks it the slow way)."""
+        if item.vector is None:
+            return
+        vec = np.asarray(item.vector, dtype=np.float32).reshape(-1)
+        if self.matrix is None:
+            self.matrix = np.zeros((self._initial, vec.shape[0]), dtype=np.float32)
+        if vec.shape[0] != self.matrix.shape[1]:
+            log.warning("item %s has a %d-dim vector, the cache's matrix %d: not given a row",
+                        item.item_id, vec.shape[0], self.matrix.shape[1])
+            return
+        if self._free:
+            row = self._free.pop()
+        else:
+            if self._used == self.matrix.shape[0]:
+                self._grow(cached)
+            row = self._used
+            self._used += 1
+        self.matrix[row] = vec
+        item.row = row
+        item.vector = self._view(row)
+
+    def release(self, item: ItemInfo) -> None:
+        """``item`` leaves the cache: it keeps its vector (a copy) and its row is free for reuse."""
+        if item.row < 0:
+            return
+        item.vector = np.array(item.vector, dtype=np.float32)
+        self._free.append(item.row)
+        item.row = -1
+
+    def _view(self, row: int) -> np.ndarray:
+        v = self.matrix[row]
+        v.flags.writeable = False  # a write through an ItemInfo would change the shared matrix
+        return v
+
+    def _grow(self, cached: OrderedDict[str, ItemInfo]) -> None:
+        old = self.matrix
+        self.matrix = np.zeros((2 * old.shape[0], old.shape[1]), dtype=np.float32)
+        self.matrix[: old.shape[0]] = old
+        for info in cached.values():
+            if info.row >= 0:
+                info.vector = self._view(info.row)
+
+
 class ItemCache:
     """LRU of ItemInfo keyed by item id; misses are fetched from Milvus in one batched ``get``."""
 
@@ -47,29 +115,42 @@ class ItemCache:
         self.collection = collection
         self.max_items = max_items
         self._items: OrderedDict[str, ItemInfo] = OrderedDict()
+        self.rows = VectorRows()
         self._durations: dict[str, float] = {}
         self._versions: dict[str, str] = {}  # the upload version an entry was put with (this worker's uploads)
         self._invalidations = 0
         self._invalidated_at: dict[str, int] = {}  # item -> value of _invalidations when it was last dropped
         self.hits = self.misses = 0
 
-    def put(self, item: ItemInfo, duration_s: float | None = None, version: str | None = None) -> None:
+    def put(self, item: ItemInfo, duration_s: float | None = None, version: str | None = None) -> ItemInfo:
+        """Cache ``item`` (most recently used); returns the cached ItemInfo, its vector now a row view."""
         if version is not None:
             self._versions[item.item_id] = version
+        previous = self._items.get(item.item_id)
+        if previous is not item:
+            if previous is not None:
+                self.rows.release(previous)
+            if item.row >= 0:  # another cache's row (never this one's: only put() attaches)
+                item = dataclasses.replace(item, row=-1)
+            self.rows.attach(item, self._items)
         self._items[item.item_id] = item
         self._items.move_to_end(item.item_id)
         if duration_s:
             self._durations[item.item_id] = float(duration_s)
         while len(self._items) > self.max_items:
-            old, _ = self._items.popitem(last=False)
+            old, info = self._items.popitem(last=False)
+            self.rows.release(info)
             self._durations.pop(old, None)
             self._versions.pop(old, None)
+        return item
 
     def duration(self, item_id: str) -> float | None:
         return self._durations.get(item_id)
 
     def drop(self, item_id: str) -> None:
-        self._items.pop(item_id, None)
+        info = self._items.pop(item_id, None)
+        if info is not None:
+            self.rows.release(info)
         self._durations.pop(item_id, None)
         self._versions.pop(item_id, None)
 
@@ -88,16 +169,19 @@ class ItemCache:
         None when any of them is not cached (or has no vector). Reads only: no fetch, no LRU move."""
         items = self._items
         try:
-            vectors = [items[i].vector for i in item_ids]
+            rows = [items[i].row for i in item_ids]
         except KeyError:
             return None
-        if not vectors or any(v is None for v in vectors):
-            return None if vectors else np.zeros((0, 0), dtype=np.float32)
-        return np.stack(vectors).astype(np.float32, copy=False)
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        if min(rows) < 0:
+            return None
+        return self.rows.matrix.take(rows, axis=0)
 
-    async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
-        """Known items among ``item_ids`` (unknown ones are simply absent)."""
-        found: dict[str, ItemInfo] = {}
+    async def get_many(self, item_ids: Iterable[str]) -> ItemRows:
+        """Known items among ``item_ids`` (unknown ones are simply absent), with the vector matrix their
+        rows index (valid until the next ``put`` or ``get_many``: rank them before awaiting anything)."""
+        found = ItemRows()
         missing = []
         for iid in dict.fromkeys(item_ids):
             item = self._items.get(iid)
@@ -114,8 +198,10 @@ class ItemCache:
             for iid, row in rows.items():
                 item = item_from_row(row)
                 if self._invalidated_at.get(iid, 0) <= before:  # not dropped while the fetch was in flight
-                    self.put(item, row.get("duration_s"))
+                    item = self.put(item, row.get("duration_s"))
                 found[iid] = item
+        # Set last: a put above may have grown (replaced) the matrix; rows stay valid across growth.
+        found.matrix = self.rows.matrix
         return found
 
 
