@@ -192,9 +192,11 @@ def demo(
 def _register_event_commands() -> None:
     from streams.evaluation.cli import register as register_eval
     from streams.events_cli import register
+    from streams.training.cli import register as register_training
 
     register(app)
     register_eval(app)
+    register_training(app)
 
 
 _register_event_commands()

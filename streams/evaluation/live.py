@@ -52,12 +52,12 @@ import orjson
 
 from streams.evaluation.dataset import Event, EvalLog, Upload
 from streams.evaluation.methods import GENERIC_REASON, Hybrid
-from streams.evaluation.ranker_fit import fit_ranker
 from streams.evaluation.state import Catalogue, CoreState
 from streams.ranking import RankingError, RankingSettings, recommend
 from streams.ranking.learned import LinearRanker
 from streams.kafka.admin import wait_group_stable
 from streams.settings import Settings
+from streams.training.ranker_fit import fit_ranker
 from streams.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)

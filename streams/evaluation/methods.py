@@ -7,7 +7,8 @@ interacted with or hidden (the hybrid's own rule), so none wins by repeating
 items the protocol can never count as hits.
 
 ``Hybrid`` gathers its candidates with the live worker's own
-``streams.ranking.gather_candidates``, with one substitution: the ANN source is an exact NumPy top-N over the
+``streams.ranking.gather_candidates`` (through ``state.replay_candidates``, which
+``avrec ranker fit`` uses too), with one substitution: the ANN source is an exact NumPy top-N over the
 uploaded items instead of a Milvus search (Milvus returns the same neighbours up
 to its index's recall, which is ~1 at a few thousand items). Like Milvus, that
 search does not know what the user has seen: seen items come back and are
@@ -23,12 +24,12 @@ from typing import Protocol
 import numpy as np
 
 from streams.evaluation.dataset import Event
-from streams.evaluation.state import Catalogue, CoreState, excluded
-from streams.ranking import (Candidates, RankingSettings, event_weight, gather_candidates, history_ids,
-                            recommend, user_vector)
-from streams.ranking.item_regression import ItemRegression, ease_weights
-from streams.ranking.learned import (FeatureContext, LinearRanker, fit_item_regression, learned_scores,
-                                    training_example)
+from streams.evaluation.state import (Catalogue, CoreState, excluded, feature_context, replay_candidates,
+                                     top_k)
+from streams.ranking import Candidates, RankingSettings, event_weight, history_ids, recommend, user_vector
+from streams.ranking.item_regression import ease_weights
+from streams.ranking.learned import LinearRanker, learned_scores
+from streams.training.learner import RankerLearner
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +48,6 @@ class Method(Protocol):
     def start_test(self) -> None: ...
 
     def tick(self, n_test_seen: int) -> None: ...
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest finite scores, best first, ties by index (deterministic)."""
-    finite = np.isfinite(scores)
-    n = int(finite.sum())
-    k = min(k, n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    s = np.where(finite, scores, -np.inf)
-    kth = -np.partition(-s, k - 1)[k - 1]
-    cand = np.flatnonzero(s >= kth)
-    order = np.lexsort((cand, -s[cand]))[:k]
-    return cand[order]
 
 
 class _Base:
@@ -342,7 +329,8 @@ class Hybrid(_Base):
     interactions logged so far (``avrec ranker fit``). The replay does the same:
     ``learn`` is called for the events of the last part of the training segment,
     before each is applied, and makes one example of the candidate pool the user
-    had then and the item they chose; ``start_test`` fits the ranker on them, and
+    had then and the item they chose (``streams.training.RankerLearner``, the
+    learner ``avrec ranker fit`` drives); ``start_test`` fits the ranker on them, and
     it stays fixed through the test, as a deployed ranker does. A ``ranker``
     passed in (live mode: the one the worker loaded) is used as is.
     """
@@ -354,73 +342,28 @@ class Hybrid(_Base):
         self.name = name
         self.ranker = ranker
         self.learns = cfg.fusion == "learned" and ranker is None
-        # The item regression the learning examples' features use: fit on what came before the
-        # first of them, so no example's features have seen its own interaction.
-        self.learn_item_model: ItemRegression | None = None
-        self.examples: list[tuple[np.ndarray, int]] = []
-        self.learn_events = 0
-        self.fit_seconds = 0.0
+        self.learner = RankerLearner(cfg, name)
 
     def candidates(self, user: str, now: float) -> Candidates:
         """What ``Recommender.lists_for`` gathers for one user (ANN from exact search, see the module doc)."""
-        cfg, cat = self.cfg, self.cat
-        state = self.core.users.get(user)
-        ann: list[tuple[str, float]] = []
-        u = user_vector(state)
-        if u is not None and cfg.ann_candidates > 0:
-            idx, mat = cat.available_matrix()
-            sims = mat @ u
-            best = top_k(sims.astype(np.float64), cfg.ann_candidates)
-            ann = [(cat.ids[idx[j]], float(sims[j])) for j in best]
-        fresh = cat.fresh(now, cfg.fresh_candidates, cfg.fresh_window_s)
-        trending = self.core.trending.top(cfg.trending_candidates, now)
-        return gather_candidates(state, self.core.cooc, cfg, ann, fresh, trending)
-
-    def _features(self, user: str, now: float) -> FeatureContext:
-        return FeatureContext(self.core.users.get(user), self.core.cooc, self.core.trending, self.cat.infos, now)
+        return replay_candidates(self.core, self.cat, self.cfg, user, now)
 
     def learned(self, user: str, now: float, cand: Candidates) -> dict[str, float] | None:
         """The fitted ranker's scores of ``cand`` (None: no ranker, or another fusion)."""
         if self.cfg.fusion != "learned" or self.ranker is None:
             return None
-        return learned_scores(self.ranker, self._features(user, now), cand)
+        return learned_scores(self.ranker, feature_context(self.core, self.cat, user, now), cand)
 
     def learn(self, ev: Event) -> None:
         """One training example from the state just before ``ev`` (call it before the event is applied)."""
         if not self.learns:
             return
-        if self.learn_events == 0:
-            self.learn_item_model = self._fit_item_model()
-        self.learn_events += 1
-        ex = training_example(self._features(ev.user_id, ev.ts), self.candidates(ev.user_id, ev.ts),
-                              self.cat.ids[ev.item], self.learn_item_model)
-        if ex is not None:
-            self.examples.append((ex[0].astype(np.float32), ex[1]))
-
-    def _fit_item_model(self) -> ItemRegression | None:
-        """EASE on every user's watched items so far (None before anyone watched anything)."""
-        if not self.core.users:
-            return None
-        return fit_item_regression(self.core.users.values(), self.cfg)
+        self.learner.learn(self.core.users, feature_context(self.core, self.cat, ev.user_id, ev.ts),
+                           self.candidates(ev.user_id, ev.ts), self.cat.ids[ev.item])
 
     def start_test(self) -> None:
-        if not self.learns:
-            return
-        import time
-
-        t0 = time.perf_counter()
-        if self.examples:
-            # The ranker ships with an item regression refit on everything up to now, as
-            # `avrec ranker fit` deploys it (the weights were learnt with the earlier one).
-            self.ranker = LinearRanker.fit(self.examples, item_model=self._fit_item_model())
-            log.info("%s: ranker fit on %d examples (the chosen item was a candidate in %d of %d learning "
-                     "events) in %.1f s; weights: %s", self.name, len(self.examples), len(self.examples),
-                     self.learn_events, time.perf_counter() - t0,
-                     ", ".join(f"{f} {w:+.3f}" for f, w in self.ranker.describe()))
-        else:
-            log.warning("%s: no learning examples; it ranks with the weighted blend", self.name)
-        self.fit_seconds = time.perf_counter() - t0
-        self.examples = []
+        if self.learns:
+            self.ranker = self.learner.fit(self.core.users)
 
     def recommend(self, user: str, now: float, k: int) -> tuple[list[int], int | None]:
         state = self.core.users.get(user)

@@ -33,10 +33,10 @@ from streams.evaluation.methods import (
     MostPop,
 )
 from streams.evaluation.metrics import MethodMetrics
-from streams.evaluation.ranker_fit import learn_window_start
 from streams.evaluation.state import Catalogue, CoreState, SeenLog, ingest_signature, replay_order
 from streams.ranking import RankingSettings, event_weight
 from streams.ranking.learned import LinearRanker
+from streams.training.window import learn_window_start
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class EvalConfig:
     als: ALSParams = field(default_factory=ALSParams)  # refit_frac also paces EASE's refits
     ease_lambda: float = 500.0
     # A hybrid with fusion "learned" fits its ranker on the events in this last share of the
-    # training segment, at most ranker_fit.MAX_LEARN_EVENTS (each one a candidate pool and the
+    # training segment, at most training.window.MAX_LEARN_EVENTS (each one a candidate pool and the
     # item chosen from it), as `avrec ranker fit` does.
     ranker_learn_frac: float = 0.25
     # ... unless it is given a fitted ranker (live mode: the one the worker loaded).

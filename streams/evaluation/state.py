@@ -1,4 +1,4 @@
-"""Replay state: the catalogue as the worker sees it, and the scoring core's state.
+"""Replay state: the catalogue as the worker sees it, the scoring core's state, and what the worker reads from them.
 
 ``CoreState`` is what the live worker keeps in its Faust tables and memory (user
 states, co-occurrence, trending), updated through the one shared entry point
@@ -6,6 +6,11 @@ states, co-occurrence, trending), updated through the one shared entry point
 Methods whose settings change how events are ingested (taste half-life, event
 weights, co-occurrence window, ...) need their own ``CoreState``; methods that
 differ only in how lists are ranked share one (see :func:`ingest_signature`).
+
+:func:`replay_candidates` and :func:`feature_context` are what the worker gathers
+from that state for one user (candidate pool, learned-ranker features): the
+evaluation's hybrid ranks with them and ``avrec ranker fit``
+(:mod:`streams.training`) learns from them, so both see the same pools.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from streams.evaluation.dataset import EvalLog, Event, ItemMeta, Upload
-from streams.ranking import ItemInfo, RankingSettings, UserState, ingest_interaction, new_cooccurrence, new_trending
+from streams.ranking import (Candidates, ItemInfo, RankingSettings, UserState, gather_candidates, ingest_interaction,
+                            new_cooccurrence, new_trending, user_vector)
+from streams.ranking.learned import FeatureContext
 from streams.records import Interaction, watch_ratio
 
 # The live FreshItems keeps at most this many recent uploads (streams/services/items.py).
@@ -28,6 +35,20 @@ RANKING_ONLY_FIELDS = frozenset({
     "trending_candidates", "mmr_lambda", "mmr_pool", "creator_cap", "top_k", "fusion", "rrf_k",
     "cooc_recency_half_life", "cooc_score_window", "ranker_path",
 })  # fmt: skip
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest finite scores, best first, ties by index (deterministic)."""
+    finite = np.isfinite(scores)
+    n = int(finite.sum())
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    s = np.where(finite, scores, -np.inf)
+    kth = -np.partition(-s, k - 1)[k - 1]
+    cand = np.flatnonzero(s >= kth)
+    order = np.lexsort((cand, -s[cand]))[:k]
+    return cand[order]
 
 
 def ingest_signature(cfg: RankingSettings) -> str:
@@ -74,6 +95,17 @@ class Catalogue:
             self._avail_cache = (self._n_uploads, idx, np.ascontiguousarray(self.vectors[idx]))
         return self._avail_cache[1], self._avail_cache[2]
 
+    def nearest(self, u: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """Like the worker's Milvus search: the ``n`` uploaded items most similar to ``u``, best first, with
+        their similarities (exact, where Milvus is approximate: the same up to its index's recall, ~1 at a
+        few thousand items). Seen items are not filtered, as Milvus does not know them either."""
+        if n <= 0:
+            return []
+        idx, mat = self.available_matrix()
+        sims = mat @ u
+        best = top_k(sims.astype(np.float64), n)
+        return [(self.ids[idx[j]], float(sims[j])) for j in best]
+
     def fresh(self, now: float, n: int, window_s: float) -> list[tuple[str, float]]:
         """Like ``FreshItems.recent``: uploads with created_at >= now - window, newest first, at most n."""
         if n <= 0:
@@ -106,6 +138,22 @@ class CoreState:
         ratio = _ratio(ev, meta)
         return ingest_interaction(state, ev.event_id, meta.item_id, cat.vectors[ev.item], ev.type, ratio, ev.ts,
                                   self.cfg, cooc=self.cooc, trending=self.trending)
+
+
+def replay_candidates(core: CoreState, cat: Catalogue, cfg: RankingSettings, user: str, now: float) -> Candidates:
+    """What ``Recommender.lists_for`` gathers for one user, through the same ``gather_candidates``, with
+    ``Catalogue.nearest`` in place of the Milvus search."""
+    state = core.users.get(user)
+    u = user_vector(state)
+    ann = cat.nearest(u, cfg.ann_candidates) if u is not None else []
+    fresh = cat.fresh(now, cfg.fresh_candidates, cfg.fresh_window_s)
+    trending = core.trending.top(cfg.trending_candidates, now)
+    return gather_candidates(state, core.cooc, cfg, ann, fresh, trending)
+
+
+def feature_context(core: CoreState, cat: Catalogue, user: str, now: float) -> FeatureContext:
+    """What the learned ranker's features read for one user at ``now``, as the worker builds it."""
+    return FeatureContext(core.users.get(user), core.cooc, core.trending, cat.infos, now)
 
 
 def replay_order(log_: EvalLog, cat: Catalogue, stop: int) -> Iterator[tuple[int, Event]]:

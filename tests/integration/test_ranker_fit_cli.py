@@ -9,7 +9,7 @@ import orjson
 import typer
 from typer.testing import CliRunner
 
-from streams.evaluation.cli import register
+from streams.training.cli import register
 from streams.ranking.learned import FEATURES, LinearRanker
 
 T0 = 1_700_000_000.0

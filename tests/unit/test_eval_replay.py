@@ -206,7 +206,7 @@ def test_vector_cache_round_trip(tmp_path):
 def test_the_learned_hybrid_fits_its_ranker_on_the_training_log_and_stays_perfect(tmp_path):
     """fit_ranker (what `avrec ranker fit` and live mode run) on the training events, then the replay
     with that ranker: own-cluster items outrank the other cluster's, as with the blend."""
-    from streams.evaluation.ranker_fit import fit_ranker
+    from streams.training.ranker_fit import fit_ranker
     from streams.ranking.learned import LinearRanker
 
     path, frac = _write_two_clusters(tmp_path / "clusters-learned")
@@ -229,7 +229,7 @@ def test_the_learned_hybrid_fits_its_ranker_on_the_training_log_and_stays_perfec
 
 
 def test_fit_ranker_says_when_there_is_nothing_to_learn(tmp_path):
-    from streams.evaluation.ranker_fit import fit_ranker
+    from streams.training.ranker_fit import fit_ranker
     from streams.ranking import RankingError
 
     path, frac = _write_two_clusters(tmp_path / "c")
@@ -245,11 +245,11 @@ def test_fit_ranker_learns_from_at_most_max_events(tmp_path, caplog):
     """A long log's last quarter can be huge; the learning window is capped (memory ~40 KB an example)."""
     import logging
 
-    from streams.evaluation.ranker_fit import fit_ranker
+    from streams.training.ranker_fit import fit_ranker
 
     path, frac = _write_two_clusters(tmp_path / "cap")
     log = load_log(path)
-    with caplog.at_level(logging.INFO, logger="streams.evaluation.methods"):
+    with caplog.at_level(logging.INFO, logger="streams.training.learner"):
         fit_ranker(log, _cluster_vectors(log), RankingSettings(), learn_frac=1.0, max_events=6)
     assert "of 6 learning events" in caplog.text
     with pytest.raises(ValueError, match="max_events"):
