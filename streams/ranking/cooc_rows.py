@@ -1,0 +1,104 @@
+"""Co-occurrence rows as NumPy arrays, cached: what vectorised scoring reads instead of the row dicts.
+
+A row ``{neighbour_id: count}`` becomes ``(codes, counts)``: the neighbours as
+integer codes of one interner (str -> int, grows with the catalogue and never
+shrinks: ids are the catalogue) and their counts as float64, in the row's
+iteration order. Building them costs a pass over the row, so they are kept, per
+item, in an LRU of at most ``max_rows`` rows.
+
+Validity rests on the write discipline of :mod:`streams.ranking.cooccurrence`:
+a row is never changed in place, it is replaced whole (``counts[i] = row``;
+``apply_op``, ``merge_row``, ``remove`` and the item store all do so). So a
+cached entry is current exactly when the mapping still holds *the same dict
+object* it was built from (``cached_row is counts.get(i)``). The entry keeps a
+strong reference to that dict, so its address cannot be reused by a new dict
+while the entry lives (an ``id()``-only check could be fooled by CPython's dict
+free list). The price: an entry whose row has been replaced keeps the old dict
+alive until the entry is rebuilt, evicted or swept (:meth:`RowArrays.sweep`,
+run every ``max_rows // 4`` builds), so memory stays bounded by ``max_rows``
+rows, old or current.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+# A warm user's scoring reads ~20 rows of ~125 neighbours; the arrays cost ~1.7 kB a row.
+DEFAULT_MAX_ROWS = 50_000
+
+
+class RowArrays:
+    """An interner of item ids and an LRU of rows as ``(codes int32, counts float64)`` arrays."""
+
+    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+        self.max_rows = max(1, int(max_rows))
+        self.code: dict[str, int] = {}
+        # names[code] -> id, as an object array so a batch of codes maps back with one fancy index;
+        # capacity doubles as the interner grows (only the first len(self.code) slots are in use).
+        self._names = np.empty(1024, dtype=object)
+        self._rows: OrderedDict[str, tuple[dict, np.ndarray, np.ndarray]] = OrderedDict()
+        self._builds_since_sweep = 0
+        self.hits = self.builds = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- the interner --------------------------------------------------------------------
+    def intern(self, ids: Iterable[str]) -> None:
+        """Give every id of ``ids`` a code (those that have none yet)."""
+        code = self.code
+        for j in ids:
+            if j not in code:
+                c = len(code)
+                if c == len(self._names):
+                    grown = np.empty(2 * c, dtype=object)
+                    grown[:c] = self._names
+                    self._names = grown
+                code[j] = c
+                self._names[c] = j
+
+    def codes_of(self, ids: Iterable[str]) -> list[int]:
+        """The codes of those of ``ids`` that have one (an id never interned is in no cached row)."""
+        get = self.code.get
+        return [c for c in map(get, ids) if c is not None]
+
+    def names(self, codes: np.ndarray) -> list[str]:
+        """The ids of ``codes``."""
+        return self._names[codes].tolist()
+
+    # -- rows ------------------------------------------------------------------------------
+    def get(self, item_id: str, row: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``row`` (the current row of ``item_id``) as arrays, from the cache when built from this very row."""
+        hit = self._rows.get(item_id)
+        if hit is not None and hit[0] is row:
+            self._rows.move_to_end(item_id)
+            self.hits += 1
+            return hit[1], hit[2]
+        self.intern(row)
+        n = len(row)
+        codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
+        # float64 of each count: the same value Python's float arithmetic would use.
+        counts = np.fromiter(row.values(), dtype=np.float64, count=n)
+        self._rows[item_id] = (row, codes, counts)  # type: ignore[assignment]
+        self._rows.move_to_end(item_id)
+        if len(self._rows) > self.max_rows:
+            self._rows.popitem(last=False)
+        self.builds += 1
+        self._builds_since_sweep += 1
+        return codes, counts
+
+    def sweep(self, counts: Mapping[str, Mapping[str, float]]) -> int:
+        """Drop the entries whose row ``counts`` no longer holds (replaced or removed); returns how many."""
+        stale = [i for i, e in self._rows.items() if counts.get(i) is not e[0]]
+        for i in stale:
+            del self._rows[i]
+        self._builds_since_sweep = 0
+        return len(stale)
+
+    def maybe_sweep(self, counts: Mapping[str, Mapping[str, float]]) -> None:
+        """:meth:`sweep` once ``max_rows // 4`` rows have been built since the last one (amortised)."""
+        if self._builds_since_sweep >= max(1, self.max_rows // 4):
+            self.sweep(counts)
