@@ -77,9 +77,12 @@ class RowArrays:
             self._rows.move_to_end(item_id)
             self.hits += 1
             return hit[1], hit[2]
-        self.intern(row)
         n = len(row)
-        codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
+        try:  # every neighbour is usually interned already: no Python-level loop then
+            codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
+        except KeyError:
+            self.intern(row)
+            codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
         # float64 of each count: the same value Python's float arithmetic would use.
         counts = np.fromiter(row.values(), dtype=np.float64, count=n)
         self._rows[item_id] = (row, codes, counts)  # type: ignore[assignment]
