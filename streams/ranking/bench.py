@@ -31,7 +31,14 @@ from streams.ranking import (
 )
 from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.item_regression import ItemRegression
-from streams.ranking.learned import FEATURES, FeatureContext, LinearRanker, learned_scores
+from streams.ranking.learned import (
+    FEATURES,
+    FeatureContext,
+    LinearRanker,
+    _cooc_views_reference,
+    cooc_views,
+    learned_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,16 @@ def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
                 log.info("%s, arrays (after):       %s", label,
                          _dist(lambda: co.score_candidates_explained(hist, 100), calls))
                 log.info("%s, arrays, rows rebuilt: %s", label, _dist(missing, calls))
+        # The learned ranker's co-occurrence features: 50 liked and 60 watched items, 300 candidates.
+        liked = [f"i{j}" for j in rng.choice(5000, 50, replace=False)]
+        watched = liked + [f"i{j}" for j in rng.choice(5000, 10, replace=False)]
+        pool = [f"i{j}" for j in rng.choice(catalogue, 300, replace=False)]
+        assert (cooc_views(co, (liked, watched), pool) == _cooc_views_reference(co, (liked, watched), pool)).all()
+        label = f"learned.cooc_views, 50 liked + 60 watched, rows of {max_nb}-{max_nb * 5 // 4}, 300 candidates"
+        for _ in range(2):
+            log.info("%s, row scan (before): %s", label,
+                     _dist(lambda: _cooc_views_reference(co, (liked, watched), pool), calls))
+            log.info("%s, arrays (after):    %s", label, _dist(lambda: cooc_views(co, (liked, watched), pool), calls))
 
 
 def main() -> None:

@@ -26,6 +26,11 @@ of sequential item-kNN). ``h = 0`` weighs them all equally (plain item-kNN).
 With ``pair_half_life = h > 0`` a new item's pair with the d-th most recent
 history item (d = 0 the one just before it) adds ``0.5 ** (d / h)`` instead of 1
 (distance-weighted counting; off by default).
+
+Scoring runs for every list the live worker ranks, so it reads the rows as
+cached NumPy arrays (:mod:`streams.ranking.cooc_rows`, valid because rows are
+replaced whole, never changed in place: keep it so) and gives the plain loop's
+results to the bit; the loop still scores inputs too small for NumPy to pay off.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ import pytest
 from streams.ranking.cooc_rows import RowArrays
 from streams.ranking.cooccurrence import CoOccurrence, _unique_codes
 from streams.ranking.item_ops import ItemOp, apply_op
+from streams.ranking.learned import COOC_VIEWS, _cooc_views_reference, cooc_views
 
 ARRAYS, LOOP = 0, 10**9  # array_min_entries forcing one path or the other
 
 
 def _store(rng: random.Random, n_items: int = 60, row_len: int = 25, path: int = ARRAYS) -> CoOccurrence:
-    """Random rows with small integer counts and few distinct pops: many exact ties in parts and scores."""
+    """Random rows with small integer counts and few distinct pops: many exact ties in parts and scores,
+    and inexact square roots (7, 11), so a change in the order or the form of the arithmetic shows."""
     co = CoOccurrence(max_neighbors=row_len)
     co.array_min_entries = path
     ids = [f"i{k}" for k in range(n_items)]
@@ -31,7 +33,7 @@ def _store(rng: random.Random, n_items: int = 60, row_len: int = 25, path: int =
         r = rng.random()
         if r < 0.1:
             continue  # no popularity: never scored, never scores
-        co.pops[i] = 0.0 if r < 0.15 else float(rng.choice((1, 2, 4, 9)))
+        co.pops[i] = 0.0 if r < 0.15 else float(rng.choice((1, 2, 3, 4, 7, 9, 11)))
     return co
 
 
@@ -115,6 +117,26 @@ def test_zero_pops_and_empty_rows_contribute_nothing() -> None:
     assert _both(co, ["h1", "h2", "h3"], 5) == [("b", 1.0, "h1")]
     assert _both(co, ["h2", "h3"], 5) == []
     assert _both(co, ["h1"], 0) == []
+
+
+def test_learned_cooc_views_match_the_row_scan() -> None:
+    rng = random.Random(11)
+    ids = [f"i{k}" for k in range(60)]
+    compared = 0
+    for _ in range(30):
+        co = _store(rng)
+        liked = [rng.choice(ids) for _ in range(rng.randint(0, 60))]
+        watched = liked + [rng.choice(ids) for _ in range(rng.randint(0, 20))]
+        items = rng.sample(ids + ["never-seen"], rng.randint(0, 40))
+        items += items[:3]  # a repeated candidate
+        got = cooc_views(co, (liked, watched), items)
+        assert np.array_equal(got, _cooc_views_reference(co, (liked, watched), items))  # to the bit
+        assert got.shape == (len(items), 2 * len(COOC_VIEWS))
+        compared += int((got > 0).sum())
+        co.counts[liked[0] if liked else "i0"] = {"i1": 3.0}  # a rewritten row
+        assert np.array_equal(cooc_views(co, (liked, watched), items),
+                              _cooc_views_reference(co, (liked, watched), items))
+    assert compared > 500
 
 
 def test_unique_codes_inverts_and_locates() -> None:
