@@ -4,7 +4,10 @@ A row ``{neighbour_id: count}`` becomes ``(codes, counts)``: the neighbours as
 integer codes of one interner (str -> int, grows with the catalogue and never
 shrinks: ids are the catalogue) and their counts as float64, in the row's
 iteration order. Building them costs a pass over the row, so they are kept, per
-item, in an LRU of at most ``max_rows`` rows.
+item, in an LRU bounded by the total number of row entries (``max_entries``, 12
+bytes each in the arrays: int32 code + float64 count): a budget in entries
+rather than rows, as rows run from a few to 1.25 x ``cooc_max_neighbors`` (375
+by default) entries.
 
 Validity rests on the write discipline of :mod:`streams.ranking.cooccurrence`:
 a row is never changed in place, it is replaced whole (``counts[i] = row``;
@@ -15,8 +18,9 @@ strong reference to that dict, so its address cannot be reused by a new dict
 while the entry lives (an ``id()``-only check could be fooled by CPython's dict
 free list). The price: an entry whose row has been replaced keeps the old dict
 alive until the entry is rebuilt, evicted or swept (:meth:`RowArrays.sweep`,
-run every ``max_rows // 4`` builds), so memory stays bounded by ``max_rows``
-rows, old or current.
+run after every ``max_entries // 4`` entries built), so memory stays bounded:
+the arrays of ``max_entries`` entries, plus at worst an old dict per entry
+(~30 MB and ~70 MB at the default budget: a dict costs ~27-35 bytes an entry).
 """
 
 from __future__ import annotations
@@ -26,21 +30,22 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-# A warm user's scoring reads ~20 rows of ~125 neighbours; the arrays cost ~1.7 kB a row.
-DEFAULT_MAX_ROWS = 50_000
+# ~16k rows of 125 entries, ~5k of 375: a warm user's scoring reads 20 of them.
+DEFAULT_MAX_ENTRIES = 2_000_000
 
 
 class RowArrays:
     """An interner of item ids and an LRU of rows as ``(codes int32, counts float64)`` arrays."""
 
-    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS) -> None:
-        self.max_rows = max(1, int(max_rows))
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.max_entries = max(1, int(max_entries))
+        self.entries = 0  # row entries held
         self.code: dict[str, int] = {}
         # names[code] -> id, as an object array so a batch of codes maps back with one fancy index;
         # capacity doubles as the interner grows (only the first len(self.code) slots are in use).
         self._names = np.empty(1024, dtype=object)
         self._rows: OrderedDict[str, tuple[dict, np.ndarray, np.ndarray]] = OrderedDict()
-        self._builds_since_sweep = 0
+        self._built_since_sweep = 0  # entries
         self.hits = self.builds = 0
 
     def __len__(self) -> int:
@@ -85,23 +90,26 @@ class RowArrays:
             codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
         # float64 of each count: the same value Python's float arithmetic would use.
         counts = np.fromiter(row.values(), dtype=np.float64, count=n)
+        if hit is not None:
+            self.entries -= len(hit[1])
         self._rows[item_id] = (row, codes, counts)  # type: ignore[assignment]
         self._rows.move_to_end(item_id)
-        if len(self._rows) > self.max_rows:
-            self._rows.popitem(last=False)
+        self.entries += n
+        while self.entries > self.max_entries and len(self._rows) > 1:  # the newest row always stays
+            self.entries -= len(self._rows.popitem(last=False)[1][1])
         self.builds += 1
-        self._builds_since_sweep += 1
+        self._built_since_sweep += n
         return codes, counts
 
     def sweep(self, counts: Mapping[str, Mapping[str, float]]) -> int:
         """Drop the entries whose row ``counts`` no longer holds (replaced or removed); returns how many."""
         stale = [i for i, e in self._rows.items() if counts.get(i) is not e[0]]
         for i in stale:
-            del self._rows[i]
-        self._builds_since_sweep = 0
+            self.entries -= len(self._rows.pop(i)[1])
+        self._built_since_sweep = 0
         return len(stale)
 
     def maybe_sweep(self, counts: Mapping[str, Mapping[str, float]]) -> None:
-        """:meth:`sweep` once ``max_rows // 4`` rows have been built since the last one (amortised)."""
-        if self._builds_since_sweep >= max(1, self.max_rows // 4):
+        """:meth:`sweep` once ``max_entries // 4`` entries have been built since the last one (amortised)."""
+        if self._built_since_sweep >= max(1, self.max_entries // 4):
             self.sweep(counts)

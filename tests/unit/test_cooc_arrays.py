@@ -150,16 +150,19 @@ def test_unique_codes_inverts_and_locates() -> None:
 
 
 def test_row_cache_is_bounded_and_swept() -> None:
-    cache = RowArrays(max_rows=8)
+    cache = RowArrays(max_entries=16)  # 8 rows of 2
     counts = {f"r{k}": {f"j{k}": 1.0, f"j{k + 1}": 2.0} for k in range(20)}
     for i, row in counts.items():
         codes, vals = cache.get(i, row)
         assert cache.names(codes) == list(row) and vals.tolist() == list(row.values())
-    assert len(cache) == 8  # the 8 most recently used
+    assert len(cache) == 8 and cache.entries == 16  # the 8 most recently used
     kept = list(counts)[-8:]
     for i in kept[:3]:
         counts[i] = dict(counts[i])  # replaced: the cached entries are stale
     del counts[kept[3]]
-    assert cache.sweep(counts) == 4 and len(cache) == 4
+    assert cache.sweep(counts) == 4 and len(cache) == 4 and cache.entries == 8
     codes, vals = cache.get(kept[0], counts[kept[0]])  # rebuilt from the new object
-    assert cache.builds == 21 and vals.tolist() == [1.0, 2.0]
+    assert cache.builds == 21 and vals.tolist() == [1.0, 2.0] and cache.entries == 10
+    big = {f"b{k}": 1.0 for k in range(40)}  # over the whole budget: kept alone
+    cache.get("big", big)
+    assert len(cache) == 1 and cache.entries == 40
