@@ -79,7 +79,7 @@ def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
             assert co.score_candidates_explained(hist, 100) == co._score_candidates_reference(hist, 100)
 
             def missing() -> object:  # every row changed since it was cached: each call rebuilds them
-                co._row_arrays._rows.clear()
+                co._row_arrays.clear()
                 return co.score_candidates_explained(hist, 100)
 
             label = f"cooc.score_candidates_explained, {n_hist} history rows of {max_nb}-{max_nb * 5 // 4}, " \

@@ -101,6 +101,11 @@ class RowArrays:
         self._built_since_sweep += n
         return codes, counts
 
+    def clear(self) -> None:
+        """Forget every cached row (the interner stays)."""
+        self._rows.clear()
+        self.entries = self._built_since_sweep = 0
+
     def sweep(self, counts: Mapping[str, Mapping[str, float]]) -> int:
         """Drop the entries whose row ``counts`` no longer holds (replaced or removed); returns how many."""
         stale = [i for i, e in self._rows.items() if counts.get(i) is not e[0]]

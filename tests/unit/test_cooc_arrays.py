@@ -163,6 +163,10 @@ def test_row_cache_is_bounded_and_swept() -> None:
     assert cache.sweep(counts) == 4 and len(cache) == 4 and cache.entries == 8
     codes, vals = cache.get(kept[0], counts[kept[0]])  # rebuilt from the new object
     assert cache.builds == 21 and vals.tolist() == [1.0, 2.0] and cache.entries == 10
+    cache.clear()
+    assert len(cache) == 0 and cache.entries == 0
+    cache.get(kept[0], counts[kept[0]])
+    assert cache.builds == 22 and cache.entries == 2
     big = {f"b{k}": 1.0 for k in range(40)}  # over the whole budget: kept alone
     cache.get("big", big)
     assert len(cache) == 1 and cache.entries == 40
