@@ -2,13 +2,16 @@
 
 Not imported by the package. Prints p10/p50/p90 per call for recommend() with
 ~300 candidates at D=384 (warm user) and 100 (cold start), and for the
-per-event path. Pin ``OPENBLAS_NUM_THREADS=1`` for steadier numbers: the
-matrices are too small for BLAS threads to pay off.
+per-event path, and co-occurrence scoring, the vectorised path next to the plain
+loop it replaced (``--cooc-only`` runs just that part). Pin
+``OPENBLAS_NUM_THREADS=1`` for steadier numbers: the matrices are too small for
+BLAS threads to pay off.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from typing import Callable
 
@@ -26,8 +29,18 @@ from streams.ranking import (
     recommend,
     user_vector,
 )
+from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.item_regression import ItemRegression
-from streams.ranking.learned import FEATURES, FeatureContext, LinearRanker, learned_scores
+from streams.ranking.learned import (
+    FEATURES,
+    FeatureContext,
+    LinearRanker,
+    _cooc_views_reference,
+    cooc_views,
+    learned_scores,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _dist(f: Callable[[], object], n: int) -> str:
@@ -40,12 +53,66 @@ def _dist(f: Callable[[], object], n: int) -> str:
     return f"p10 {ts[n // 10] * 1e3:.3f}  p50 {ts[n // 2] * 1e3:.3f}  p90 {ts[9 * n // 10] * 1e3:.3f} ms"
 
 
+def _synthetic_cooc(rng: np.random.Generator, catalogue: int, rows: int, max_neighbors: int) -> CoOccurrence:
+    """``rows`` full rows (``max_neighbors`` to 1.25x that, as pruning leaves them) over a catalogue of
+    ``catalogue`` ids with Zipf-like popularity, small integer counts (as real pair counts are)."""
+    co = CoOccurrence(max_neighbors=max_neighbors)
+    pop = 1 / np.arange(1, catalogue + 1) ** 0.8
+    pop /= pop.sum()
+    for i in range(rows):
+        size = int(rng.integers(max_neighbors, max_neighbors + max_neighbors // 4 + 1))
+        nb = rng.choice(catalogue, size, replace=False, p=pop)
+        co.counts[f"i{i}"] = {f"i{j}": float(c) for j, c in zip(nb, rng.geometric(0.5, size)) if j != i}
+    for i, p in enumerate(rng.integers(1, 2000, catalogue)):
+        co.pops[f"i{i}"] = float(p)
+    return co
+
+
+def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
+    """Co-occurrence scoring, 100 candidates, a user with 2 and with 20 history items: the plain loop
+    (the code before the arrays) and the array path, alternating so machine noise hits both alike."""
+    rng = np.random.default_rng(1)
+    for max_nb in (100, 300):  # ~100-125 neighbours a row, and the default cooc_max_neighbors
+        co = _synthetic_cooc(rng, catalogue, 5000, max_nb)
+        for n_hist in (2, 20):
+            hist = [f"i{j}" for j in rng.choice(5000, n_hist, replace=False)]
+            assert co.score_candidates_explained(hist, 100) == co._score_candidates_reference(hist, 100)
+
+            def missing() -> object:  # every row changed since it was cached: each call rebuilds them
+                co._row_arrays.clear()
+                return co.score_candidates_explained(hist, 100)
+
+            label = f"cooc.score_candidates_explained, {n_hist} history rows of {max_nb}-{max_nb * 5 // 4}, " \
+                    f"{catalogue} ids"
+            for _ in range(2):
+                log.info("%s, loop (before):        %s", label,
+                         _dist(lambda: co._score_candidates_reference(hist, 100), calls))
+                log.info("%s, arrays (after):       %s", label,
+                         _dist(lambda: co.score_candidates_explained(hist, 100), calls))
+                log.info("%s, arrays, rows rebuilt: %s", label, _dist(missing, calls))
+        # The learned ranker's co-occurrence features: 50 liked and 60 watched items, 300 candidates.
+        liked = [f"i{j}" for j in rng.choice(5000, 50, replace=False)]
+        watched = liked + [f"i{j}" for j in rng.choice(5000, 10, replace=False)]
+        pool = [f"i{j}" for j in rng.choice(catalogue, 300, replace=False)]
+        assert (cooc_views(co, (liked, watched), pool) == _cooc_views_reference(co, (liked, watched), pool)).all()
+        label = f"learned.cooc_views, 50 liked + 60 watched, rows of {max_nb}-{max_nb * 5 // 4}, 300 candidates"
+        for _ in range(2):
+            log.info("%s, row scan (before): %s", label,
+                     _dist(lambda: _cooc_views_reference(co, (liked, watched), pool), calls))
+            log.info("%s, arrays (after):    %s", label, _dist(lambda: cooc_views(co, (liked, watched), pool), calls))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--cooc-only", action="store_true", help="only the co-occurrence scoring benchmark")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cooc_bench(min(args.calls, 1000))
+    if args.cooc_only:
+        return
 
     cfg = RankingSettings()
     rng = np.random.default_rng(0)

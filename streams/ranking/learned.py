@@ -104,8 +104,72 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     with ``w_v(r) = 0.5 ** (r / half_life)`` (1 for half-life 0) for ``r < window`` and 0 beyond: what
     :meth:`CoOccurrence.score_candidates` computes for one view. Each history item's row is read once,
     however many histories and views it weighs in, and only entries for ``item_ids`` are kept (the
-    live worker pays for this on every list it ranks).
+    live worker pays for this on every list it ranks). The rows come as the store's cached arrays
+    (:mod:`streams.ranking.cooc_rows`) and are matched to ``item_ids`` by code in one pass: the same
+    floats, added in the same order, as :func:`_cooc_views_reference`'s scan of the row dicts.
     """
+    limit = max(w for _, w in views)
+    recents = [_recent_distinct(h, limit) for h in histories]
+    row_of: dict[str, int] = {}
+    for recent in recents:
+        for h in recent:
+            row_of.setdefault(h, len(row_of))
+    nv = len(views)
+    n = len(item_ids)
+    weights = np.zeros((len(row_of), len(histories) * nv))
+    for a, recent in enumerate(recents):
+        rows = [row_of[h] for h in recent]
+        ranks = np.arange(len(recent))
+        for v, (hl, win) in enumerate(views):
+            weights[rows, a * nv + v] = np.where(ranks < win, 0.5 ** (ranks / hl) if hl > 0 else 1.0, 0.0)
+    pos = {j: i for i, j in enumerate(item_ids)}  # a repeated id: its last position, as before
+    arrays = cooc._row_arrays
+    codes_l: list[np.ndarray] = []
+    counts_l: list[np.ndarray] = []
+    used: list[tuple[int, float]] = []  # (weights row, sqrt(p_h)) of each row read
+    for h, r in row_of.items():
+        row = cooc.counts.get(h)
+        ph = float(cooc.pops.get(h, 0.0))
+        if not row or ph <= 0:
+            continue
+        codes, counts = arrays.get(h, row)
+        codes_l.append(codes)
+        counts_l.append(counts)
+        used.append((r, math.sqrt(ph)))
+    arrays.maybe_sweep(cooc.counts)
+    out = np.zeros((n, len(histories) * nv))
+    if not used:
+        return out
+    lens = np.fromiter((len(c) for c in codes_l), dtype=np.intp, count=len(used))
+    codes = np.concatenate(codes_l)
+    # Each item id's position by code: a scratch array as long as the interner, written only at the
+    # items' codes (ids no row names have no code and match nothing), read at every row entry.
+    item_codes = arrays.code
+    mine = [(item_codes[j], i) for j, i in pos.items() if j in item_codes]
+    at = np.empty(len(item_codes), dtype=np.intp)
+    mine_codes = np.array([c for c, _ in mine], dtype=np.intp)
+    mine_pos = np.array([i for _, i in mine], dtype=np.intp)
+    at[mine_codes] = np.arange(len(mine), dtype=np.intp)
+    slot = at[codes]  # garbage where the code is none of the items'
+    ok = (slot >= 0) & (slot < len(mine))
+    ok[ok] = mine_codes[slot[ok]] == codes[ok]
+    if not ok.any():
+        return out
+    ii = mine_pos[slot[ok]]
+    # c / sqrt(p_h) entry by entry, as the scan divides each row's counts.
+    part = (np.concatenate(counts_l) / np.repeat(np.array([q for _, q in used]), lens))[ok]
+    w = weights[np.repeat(np.array([r for r, _ in used], dtype=np.intp), lens)[ok]]
+    for col in range(w.shape[1]):
+        out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
+    pj = np.fromiter((float(cooc.pops.get(j, 0.0)) for j in item_ids), dtype=np.float64, count=n)
+    with np.errstate(divide="ignore"):
+        scale = np.where(pj > 0, 1.0 / np.sqrt(np.maximum(pj, 1e-300)), 0.0)
+    return out * scale[:, None]
+
+
+def _cooc_views_reference(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_ids: Sequence[str],
+                          views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
+    """The plain per-row scan :func:`cooc_views` must agree with to the bit (kept for the tests)."""
     limit = max(w for _, w in views)
     recents = [_recent_distinct(h, limit) for h in histories]
     row_of: dict[str, int] = {}

@@ -1,0 +1,120 @@
+"""Co-occurrence rows as NumPy arrays, cached: what vectorised scoring reads instead of the row dicts.
+
+A row ``{neighbour_id: count}`` becomes ``(codes, counts)``: the neighbours as
+integer codes of one interner (str -> int, grows with the catalogue and never
+shrinks: ids are the catalogue) and their counts as float64, in the row's
+iteration order. Building them costs a pass over the row, so they are kept, per
+item, in an LRU bounded by the total number of row entries (``max_entries``, 12
+bytes each in the arrays: int32 code + float64 count): a budget in entries
+rather than rows, as rows run from a few to 1.25 x ``cooc_max_neighbors`` (375
+by default) entries.
+
+Validity rests on the write discipline of :mod:`streams.ranking.cooccurrence`:
+a row is never changed in place, it is replaced whole (``counts[i] = row``;
+``apply_op``, ``merge_row``, ``remove`` and the item store all do so). So a
+cached entry is current exactly when the mapping still holds *the same dict
+object* it was built from (``cached_row is counts.get(i)``). The entry keeps a
+strong reference to that dict, so its address cannot be reused by a new dict
+while the entry lives (an ``id()``-only check could be fooled by CPython's dict
+free list). The price: an entry whose row has been replaced keeps the old dict
+alive until the entry is rebuilt, evicted or swept (:meth:`RowArrays.sweep`,
+run after every ``max_entries // 4`` entries built), so memory stays bounded:
+the arrays of ``max_entries`` entries, plus at worst an old dict per entry
+(~30 MB and ~70 MB at the default budget: a dict costs ~27-35 bytes an entry).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+# ~16k rows of 125 entries, ~5k of 375: a warm user's scoring reads 20 of them.
+DEFAULT_MAX_ENTRIES = 2_000_000
+
+
+class RowArrays:
+    """An interner of item ids and an LRU of rows as ``(codes int32, counts float64)`` arrays."""
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.max_entries = max(1, int(max_entries))
+        self.entries = 0  # row entries held
+        self.code: dict[str, int] = {}
+        # names[code] -> id, as an object array so a batch of codes maps back with one fancy index;
+        # capacity doubles as the interner grows (only the first len(self.code) slots are in use).
+        self._names = np.empty(1024, dtype=object)
+        self._rows: OrderedDict[str, tuple[dict, np.ndarray, np.ndarray]] = OrderedDict()
+        self._built_since_sweep = 0  # entries
+        self.hits = self.builds = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- the interner --------------------------------------------------------------------
+    def intern(self, ids: Iterable[str]) -> None:
+        """Give every id of ``ids`` a code (those that have none yet)."""
+        code = self.code
+        for j in ids:
+            if j not in code:
+                c = len(code)
+                if c == len(self._names):
+                    grown = np.empty(2 * c, dtype=object)
+                    grown[:c] = self._names
+                    self._names = grown
+                code[j] = c
+                self._names[c] = j
+
+    def codes_of(self, ids: Iterable[str]) -> list[int]:
+        """The codes of those of ``ids`` that have one (an id never interned is in no cached row)."""
+        get = self.code.get
+        return [c for c in map(get, ids) if c is not None]
+
+    def names(self, codes: np.ndarray) -> list[str]:
+        """The ids of ``codes``."""
+        return self._names[codes].tolist()
+
+    # -- rows ------------------------------------------------------------------------------
+    def get(self, item_id: str, row: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``row`` (the current row of ``item_id``) as arrays, from the cache when built from this very row."""
+        hit = self._rows.get(item_id)
+        if hit is not None and hit[0] is row:
+            self._rows.move_to_end(item_id)
+            self.hits += 1
+            return hit[1], hit[2]
+        n = len(row)
+        try:  # every neighbour is usually interned already: no Python-level loop then
+            codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
+        except KeyError:
+            self.intern(row)
+            codes = np.fromiter(map(self.code.__getitem__, row), dtype=np.int32, count=n)
+        # float64 of each count: the same value Python's float arithmetic would use.
+        counts = np.fromiter(row.values(), dtype=np.float64, count=n)
+        if hit is not None:
+            self.entries -= len(hit[1])
+        self._rows[item_id] = (row, codes, counts)  # type: ignore[assignment]
+        self._rows.move_to_end(item_id)
+        self.entries += n
+        while self.entries > self.max_entries and len(self._rows) > 1:  # the newest row always stays
+            self.entries -= len(self._rows.popitem(last=False)[1][1])
+        self.builds += 1
+        self._built_since_sweep += n
+        return codes, counts
+
+    def clear(self) -> None:
+        """Forget every cached row (the interner stays)."""
+        self._rows.clear()
+        self.entries = self._built_since_sweep = 0
+
+    def sweep(self, counts: Mapping[str, Mapping[str, float]]) -> int:
+        """Drop the entries whose row ``counts`` no longer holds (replaced or removed); returns how many."""
+        stale = [i for i, e in self._rows.items() if counts.get(i) is not e[0]]
+        for i in stale:
+            self.entries -= len(self._rows.pop(i)[1])
+        self._built_since_sweep = 0
+        return len(stale)
+
+    def maybe_sweep(self, counts: Mapping[str, Mapping[str, float]]) -> None:
+        """:meth:`sweep` once ``max_entries // 4`` entries have been built since the last one (amortised)."""
+        if self._built_since_sweep >= max(1, self.max_entries // 4):
+            self.sweep(counts)
