@@ -290,6 +290,17 @@ class WorkerSettings(BaseModel):
     media_workers: int = Field(default=2, ge=1)
     # Users per Milvus search; the next chunk's search overlaps this chunk's ranking.
     search_chunk: int = Field(default=64, ge=1)
+    # Content candidates cached per user (streams/ranking/ann_cache.py): a user's Milvus search is
+    # skipped while the stored one provably gives the same top N (AVREC_RANKING__ANN_CANDIDATES).
+    # Searches ask for N + extra hits: a deeper search survives larger turns of the taste vector.
+    # Simulated users (tests/unit/test_ann_cache.py, histories of 1..200 events) hit 65% with
+    # extra 100, 75% with 200, 83% with 400; a hit re-scores N + extra cached vectors (~0.2 ms at
+    # 200), a miss parses that many hits. Past max_angle_deg of turn a hit is not even tried (10:
+    # as many hits as 20 with fewer vector fetches for nothing). ~5.5 KB per cached user (400 ids,
+    # a 384-d query): 20,000 users ~110 MB. 0 users disables it.
+    ann_cache_users: int = Field(default=20_000, ge=0)
+    ann_cache_extra: int = Field(default=200, ge=0)
+    ann_cache_max_angle_deg: float = Field(default=10.0, ge=0, le=180)
     # The worker's event loop: uvloop (default) or asyncio's own ("aio").
     event_loop: Literal["uvloop", "aio"] = "uvloop"
     # numpy's BLAS threads in the worker (0 = the BLAS library's own default, one per core).

@@ -193,6 +193,8 @@ class InteractionProcessor:
         with stats.stage("replica"):
             await self._replica_caught_up()
         misses = self.ctx.cache.misses
+        ann = self.recommender.ann_cache
+        ann_hits, ann_misses = (ann.hits, ann.misses) if ann is not None else (0, 0)
         with stats.stage("lists"):
             if batch.touched:
                 await self.refresh_lists(batch.touched)
@@ -200,6 +202,9 @@ class InteractionProcessor:
                 await self._refresh(batch)
         stats.count("lists", len(batch.touched))
         stats.count("item fetches", self.ctx.cache.misses - misses)  # cold cache: rows read from Milvus
+        if ann is not None:  # users whose content candidates came from the cache, and those searched
+            stats.count("ann cached", ann.hits - ann_hits)
+            stats.count("ann searched", ann.misses - ann_misses)
         self.ctx.mirror.offer({u: v for u, t in batch.touched.items() if (v := user_vector(t.state)) is not None})
 
     # -- 3. apply ------------------------------------------------------------------------------

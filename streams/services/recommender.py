@@ -2,6 +2,8 @@
 
 One call serves many users at once: their ANN searches go to Milvus as one
 batched request (nq = number of users) and the item lookups as one batched get.
+A user whose stored search still provably gives the same answer skips Milvus
+(streams/ranking/ann_cache.py); only the others are searched.
 """
 
 from __future__ import annotations
@@ -9,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Container
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Container, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from streams import topics
 from streams.ranking import (Candidates, RecommendedItem, UserState, gather_candidates, history_ids, recommend,
                             user_vector)
+from streams.ranking.ann_cache import AnnCache
 from streams.ranking.explain import explain_items
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
-from streams.settings import WebSettings
+from streams.settings import WebSettings, WorkerSettings
 from streams.web.list_stats import list_metrics
+from streams.web.metrics import ANN_CACHE_LOOKUPS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,18 @@ class ReadList:
     explanations: dict[str, dict] | None  # item_id -> explanation (explain=true only)
 
 
+@dataclass(frozen=True)
+class _Ann:
+    """One chunk's content candidates: each user's N best hits, and the items to fetch with the chunk's.
+
+    ``warm``: every hit of the users just searched (N + extra each), fetched into the item cache with
+    the candidates (one batched get) so that their next lookup finds all the vectors it needs.
+    """
+
+    hits: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    warm: frozenset[str] = frozenset()
+
+
 class _Blocked:
     """Taken-down items plus the ones a read-API caller excluded: what ``recommend`` must not list."""
 
@@ -68,6 +84,24 @@ class Recommender:
         web = getattr(ctx.settings, "web", None) or WebSettings()
         self._lists = list_metrics(web.recent_lists)
         self._topic = topics.recommendations.get_topic_name()
+        self._ann_cache = self._make_ann_cache(ctx)
+        self._ann_hit = ANN_CACHE_LOOKUPS.labels("hit")
+        self._ann_miss = ANN_CACHE_LOOKUPS.labels("miss")
+
+    @staticmethod
+    def _make_ann_cache(ctx: WorkerContext) -> AnnCache | None:
+        """The per-user candidate cache from the worker settings; None when disabled or when the item
+        cache cannot lend vectors (contexts built by hand in unit tests may have neither)."""
+        worker, defaults = getattr(ctx.settings, "worker", None), WorkerSettings()
+        users = getattr(worker, "ann_cache_users", defaults.ann_cache_users)
+        if users <= 0 or not hasattr(getattr(ctx, "cache", None), "vectors_of"):
+            return None
+        return AnnCache(users, getattr(worker, "ann_cache_extra", defaults.ann_cache_extra),
+                        getattr(worker, "ann_cache_max_angle_deg", defaults.ann_cache_max_angle_deg))
+
+    @property
+    def ann_cache(self) -> AnnCache | None:
+        return self._ann_cache
 
     async def lists_for(self, users: dict[str, UserState | None], now: float) -> dict[str, RankedList]:
         """Each user's top-K at event time ``now`` (same time base as the offline evaluation)."""
@@ -106,23 +140,48 @@ class Recommender:
             elif not pending.cancelled() and (exc := pending.exception()) is not None:
                 log.debug("prefetched search failed after its batch was abandoned: %r", exc)
 
-    async def _search(self, users: dict[str, UserState | None]) -> dict[str, list[tuple[str, float]]]:
-        """One batched ANN search (nq = users with a taste vector)."""
+    async def _search(self, users: dict[str, UserState | None]) -> _Ann:
+        """Each user's N = ``ann_candidates`` best content candidates: from the candidate cache where it
+        proves the answer, the others from one batched ANN search (nq = users left, limit N + extra)."""
         vectors = {u: v for u, s in users.items() if (v := user_vector(s)) is not None}
         if not vectors:
-            return {}
-        names = list(vectors)
+            return _Ann()
+        n, cache = self.cfg.ann_candidates, self._ann_cache
+        if cache is None or n <= 0:
+            names = list(vectors)
+            hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]), n)
+            return _Ann(dict(zip(names, hits)))
+        out: dict[str, list[tuple[str, float]]] = {}
+        for user, vec in vectors.items():
+            found = cache.lookup(user, vec, n, self._vectors_of)
+            if found is not None:
+                out[user] = found
+        names = [u for u in vectors if u not in out]
+        self._ann_hit.inc(len(out))
+        if not names:
+            return _Ann(out)
+        self._ann_miss.inc(len(names))
         hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]),
-                                       self.cfg.ann_candidates)
-        return dict(zip(names, hits))
+                                       cache.limit(n))
+        for user, row in zip(names, hits):
+            out[user] = cache.store(user, vectors[user], n, row)  # the N best: what a limit-N search gives
+        return _Ann(out, frozenset(i for row in hits for i, _ in row))
 
-    async def _rank(self, users: dict[str, UserState | None], ann: dict[str, list[tuple[str, float]]],
+    def _vectors_of(self, ids: Sequence[str]) -> np.ndarray | None:
+        """The item cache's vectors of a stored search's hits; None (a miss) when one of them is taken
+        down: a fresh search (available items only) would not return it."""
+        if not self.ctx.takedowns.isdisjoint(ids):
+            return None
+        return self.ctx.cache.vectors_of(ids)
+
+    async def _rank(self, users: dict[str, UserState | None], ann: _Ann,
                     fresh: list, trending: list, now: float) -> dict[str, RankedList]:
         ctx, cfg = self.ctx, self.cfg
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
+        wanted.update(ann.warm)
         for user, state in users.items():
-            cand = gather_candidates(state, ctx.cooc, cfg, ann.get(user, []), fresh, trending)
+            cand = gather_candidates(state, ctx.cooc, cfg, ann.hits.get(user, []), fresh, trending)
             per_user[user] = cand
             wanted.update(i for i, _ in cand.ann)
             wanted.update(i for i, _ in cand.cooc)
@@ -175,11 +234,13 @@ class Recommender:
         ctx, cfg = self.ctx, self.cfg
         fresh = ctx.fresh.recent(now, cfg.fresh_candidates)
         trending = ctx.trending.top(cfg.trending_candidates, now)
-        ann = (await self._search({user_id: state})).get(user_id, [])
-        cand = gather_candidates(state, ctx.cooc, cfg, ann, fresh, trending)
+        searched = await self._search({user_id: state})
+        cand = gather_candidates(state, ctx.cooc, cfg, searched.hits.get(user_id, []), fresh, trending)
         wanted = {i for src in (cand.ann, cand.cooc, cand.fresh, cand.trending) for i, _ in src}
         wanted.update(history_ids(state))
-        items = await ctx.cache.get_many(wanted)
+        items = await ctx.cache.get_many(wanted | searched.warm)
+        if searched.warm:  # the catalogue shows candidates and history, not the search's extra hits
+            items = {i: info for i, info in items.items() if i in wanted}
         blocked: Container[str] = _Blocked(ctx.takedowns, exclude) if exclude else ctx.takedowns
         active = ctx.active
         learned = self._learned(active.ranker, state, cand, items, now, blocked)

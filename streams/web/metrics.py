@@ -40,6 +40,9 @@ TRITON_ERRORS = Counter("avrec_triton_errors", "Failed Triton calls.", ["model"]
 MILVUS_SECONDS = Histogram("avrec_milvus_request_seconds", "Milvus calls.", ["operation"],
                            buckets=_CALL_BUCKETS, registry=REGISTRY)
 MILVUS_ERRORS = Counter("avrec_milvus_errors", "Failed Milvus calls.", ["operation"], registry=REGISTRY)
+# Users' ANN searches answered from the per-user candidate cache ("hit") or sent to Milvus ("miss").
+ANN_CACHE_LOOKUPS = Counter("avrec_ann_cache_lookups", "Per-user ANN candidate lookups by outcome (hit, miss).",
+                            ["outcome"], registry=REGISTRY)
 # 0 closed (calls flow), 1 half-open (one probe call allowed), 2 open (calls fail fast).
 BREAKER_STATE = Gauge("avrec_circuit_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
                       ["service"], registry=REGISTRY)

@@ -82,3 +82,100 @@ def test_a_failing_learned_ranker_falls_back_to_the_blend_for_that_list(caplog):
     assert len(caplog.records) == 1  # one report a minute, not one per list
     # ... and with None, recommend() ranks with the blend: co-occurrence order.
     assert [r.item_id for r in recommend(UserState(), cand, items, 1.0, cfg, learned=learned)] == ["i1", "i2", "i0"]
+
+
+def _ann_context(cache_users: int):
+    """A hand-built context over 2,000 items (16-d, 20 topics): an exact search that counts its
+    calls, an item cache that lends vectors, and the per-user candidate cache's settings."""
+    from streams.ranking import ItemInfo
+    from streams.services.ranker_reload import ActiveRanker
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 16))
+    x = centers[rng.integers(0, 20, 2000)] + 0.7 * rng.standard_normal((2000, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"i{j:04d}" for j in range(len(x))]
+    infos = {iid: ItemInfo(iid, f"c{j % 50}", iid, x[j], 0.0) for j, iid in enumerate(ids)}
+
+    class Items:
+        def __init__(self):
+            self.calls = []
+
+        def search_ids(self, vectors, k):
+            self.calls.append((len(vectors), k))
+            q = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            sims = q @ x.T
+            return [[(ids[j], float(s[j])) for j in np.argsort(-s, kind="stable")[:k]] for s in sims]
+
+    class Cache:
+        def __init__(self):
+            self.held: dict = {}
+
+        async def get_many(self, wanted):
+            self.held.update({i: infos[i] for i in wanted if i in infos})
+            return {i: infos[i] for i in wanted if i in infos}
+
+        def vectors_of(self, wanted):
+            if any(i not in self.held for i in wanted):
+                return None
+            return np.stack([self.held[i].vector for i in wanted])
+
+    cfg = RankingSettings(fusion="weighted")
+    worker = SimpleNamespace(search_chunk=2, ann_cache_users=cache_users, ann_cache_extra=200,
+                             ann_cache_max_angle_deg=20.0)
+    ctx = SimpleNamespace(settings=SimpleNamespace(ranking=cfg, model_version="v", worker=worker),
+                          fresh=FreshItems(cfg.fresh_window_s), trending=new_trending(cfg),
+                          cooc=new_cooccurrence(cfg), items=Items(), cache=Cache(), takedowns=set(),
+                          active=ActiveRanker(None, "v"))
+    return ctx, x, ids
+
+
+async def test_cached_candidates_skip_the_search_and_give_the_same_lists():
+    """Users with a long history take one more event: the lists are the ones a search gives (the cache
+    off), and the users whose stored search proves the answer are not searched at all."""
+    cached, x, ids = _ann_context(cache_users=100)
+    plain, _, _ = _ann_context(cache_users=0)
+    rng = np.random.default_rng(1)
+    cfg = cached.settings.ranking
+    users = {}
+    for u in range(6):
+        users[f"u{u}"] = state = UserState()
+        topic = rng.choice(len(ids), 60, replace=False)
+        for t, j in enumerate(topic):
+            apply_interaction(state, f"e{u}-{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    rec, ref = Recommender(cached), Recommender(plain)
+    first = await rec.lists_for(users, now=100.0)
+    assert [c[1] for c in cached.items.calls] == [cfg.ann_candidates + 200] * 3  # N + extra, nq = chunk
+    assert len(rec.ann_cache) == 6
+    for u, state in users.items():  # one more like each: a small turn
+        j = int(rng.integers(0, len(ids)))
+        apply_interaction(state, f"e{u}-more", ids[j], x[j], "like", None, 90.0, cfg)
+    cached.items.calls.clear()
+    second = await rec.lists_for(users, now=100.0)
+    expected = await ref.lists_for(users, now=100.0)
+    searched = sum(n for n, _ in cached.items.calls)
+    assert rec.ann_cache.hits > 0 and searched == 6 - rec.ann_cache.hits
+    for u in users:
+        assert [r.item_id for r in second[u].items] == [r.item_id for r in expected[u].items]
+        assert [r.score for r in second[u].items] == pytest.approx([r.score for r in expected[u].items], abs=1e-5)
+    assert first.keys() == second.keys()
+
+
+async def test_a_miss_ranks_the_n_best_only_and_a_taken_down_hit_is_searched_again():
+    ctx, x, ids = _ann_context(cache_users=100)
+    cfg = ctx.settings.ranking
+    state = UserState()
+    # A history whose N-th and (N+1)-th hits are not within rounding of each other (that would miss).
+    for t, j in enumerate(range(0, 600, 7)):
+        apply_interaction(state, f"e{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    rec = Recommender(ctx)
+    searched = await rec._search({"u": state})
+    assert len(searched.hits["u"]) == cfg.ann_candidates  # not N + extra: lists as without the cache
+    assert len(searched.warm) == cfg.ann_candidates + 200
+    await ctx.cache.get_many(searched.warm)
+    again = await rec._search({"u": state})
+    assert ctx.items.calls == [(1, cfg.ann_candidates + 200)] and not again.warm  # a hit
+    assert [i for i, _ in again.hits["u"]] == [i for i, _ in searched.hits["u"]]
+    ctx.takedowns.add(searched.hits["u"][0][0])  # a fresh search would not list it
+    await rec._search({"u": state})
+    assert len(ctx.items.calls) == 2
