@@ -85,6 +85,8 @@ class Recommender:
         self._lists = list_metrics(web.recent_lists)
         self._topic = topics.recommendations.get_topic_name()
         self._ann_cache = self._make_ann_cache(ctx)
+        worker = getattr(ctx.settings, "worker", None)
+        self._ann_min_history = getattr(worker, "ann_cache_min_history", WorkerSettings().ann_cache_min_history)
         self._ann_hit = ANN_CACHE_LOOKUPS.labels("hit")
         self._ann_miss = ANN_CACHE_LOOKUPS.labels("miss")
 
@@ -142,7 +144,8 @@ class Recommender:
 
     async def _search(self, users: dict[str, UserState | None]) -> _Ann:
         """Each user's N = ``ann_candidates`` best content candidates: from the candidate cache where it
-        proves the answer, the others from one batched ANN search (nq = users left, limit N + extra)."""
+        proves the answer, the others searched in Milvus: users with a short history with limit N, the
+        cached users' misses with limit N + extra (stored for next time)."""
         vectors = {u: v for u, s in users.items() if (v := user_vector(s)) is not None}
         if not vectors:
             return _Ann()
@@ -152,20 +155,33 @@ class Recommender:
             hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]), n)
             return _Ann(dict(zip(names, hits)))
         out: dict[str, list[tuple[str, float]]] = {}
+        short: list[str] = []  # too short a history to gain from the cache: a plain limit-N search
+        names: list[str] = []  # cached users whose stored search proves nothing: a limit-M search
         for user, vec in vectors.items():
-            found = cache.lookup(user, vec, n, self._vectors_of)
-            if found is not None:
+            if len(users[user].history) < self._ann_min_history:
+                short.append(user)
+            elif (found := cache.lookup(user, vec, n, self._vectors_of)) is not None:
                 out[user] = found
-        names = [u for u in vectors if u not in out]
+            else:
+                names.append(user)
         self._ann_hit.inc(len(out))
-        if not names:
+        if not names and not short:
             return _Ann(out)
         self._ann_miss.inc(len(names))
-        hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]),
-                                       cache.limit(n))
+        found_short, hits = await asyncio.to_thread(self._search_both, [vectors[u] for u in short],
+                                                    [vectors[u] for u in names], n, cache.limit(n))
+        out.update(zip(short, found_short))
         for user, row in zip(names, hits):
             out[user] = cache.store(user, vectors[user], n, row)  # the N best: what a limit-N search gives
         return _Ann(out, frozenset(i for row in hits for i, _ in row))
+
+    def _search_both(self, short: list[np.ndarray], deep: list[np.ndarray], n: int,
+                     m: int) -> tuple[list[list[tuple[str, float]]], list[list[tuple[str, float]]]]:
+        """The limit-N search of the short-history users and the limit-M one of the cached users'
+        misses, in one worker thread (each skipped when it has no user)."""
+        search = self.ctx.items.search_ids
+        return (search(np.stack(short), n) if short else [],
+                search(np.stack(deep), m) if deep else [])
 
     def _vectors_of(self, ids: Sequence[str]) -> np.ndarray | None:
         """The item cache's vectors of a stored search's hits; None (a miss) when one of them is taken
