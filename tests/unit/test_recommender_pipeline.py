@@ -179,3 +179,24 @@ async def test_a_miss_ranks_the_n_best_only_and_a_taken_down_hit_is_searched_aga
     ctx.takedowns.add(searched.hits["u"][0][0])  # a fresh search would not list it
     await rec._search({"u": state})
     assert len(ctx.items.calls) == 2
+
+
+async def test_a_short_history_is_searched_for_n_only_and_never_cached():
+    """Below ann_cache_min_history (10) one event turns the taste too far for a stored search to
+    prove anything: such users get the plain limit-N search, beside the cached users' deep one."""
+    ctx, x, ids = _ann_context(cache_users=100)
+    cfg = ctx.settings.ranking
+    short, long_ = UserState(), UserState()
+    for t in range(5):
+        apply_interaction(short, f"s{t}", ids[t], x[t], "like", None, 1.0 + t, cfg)
+    for t, j in enumerate(range(0, 600, 7)):
+        apply_interaction(long_, f"l{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    rec = Recommender(ctx)
+    for _ in range(2):
+        found = await rec._search({"s": short, "l": long_})
+        assert len(found.hits["s"]) == cfg.ann_candidates
+        await ctx.cache.get_many(found.warm)
+    # First round: one search each (N for the short history, N + extra for the long one); second
+    # round: the long history hits, the short one is searched again, for N.
+    assert ctx.items.calls == [(1, cfg.ann_candidates), (1, cfg.ann_candidates + 200), (1, cfg.ann_candidates)]
+    assert len(rec.ann_cache) == 1 and rec.ann_cache.hits == 1
