@@ -40,7 +40,7 @@ import orjson
 from streams.items import wire
 from streams.items.exceptions import ItemStateError
 from streams.ranking import RankingSettings, new_cooccurrence, new_trending
-from streams.ranking.item_ops import apply_op
+from streams.ranking.item_ops import apply_ops
 from streams.services.items import FreshItems
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class ItemStore:
 
     def _apply_ops(self, partition: int, offset: int, doc: dict[str, Any]) -> None:
         dirty = self.dirty[partition]
+        todo = []
         for s in wire.decode_ops(doc):
             item = s.op.item
             if item in self.down:
@@ -110,10 +111,12 @@ class ItemStore:
             if s.offset <= marks.get(s.src, -1):
                 self.ops_skipped += 1
                 continue
-            apply_op(s.op, self.cooc, self.trending)
+            todo.append(s.op)
             marks[s.src] = s.offset
             dirty[item] = offset
-            self.ops_applied += 1
+        # One record holds a whole batch's ops: each touched row is copied once for all of them.
+        apply_ops(todo, self.cooc, self.trending)
+        self.ops_applied += len(todo)
 
     def _apply_up(self, partition: int, offset: int, doc: dict[str, Any]) -> None:
         item = doc["item"]

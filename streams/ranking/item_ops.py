@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError
@@ -104,3 +104,32 @@ def apply_op(op: ItemOp, cooc: CoOccurrence | None, trending: DecayedCounter | N
         for j, w in op.pairs:
             row[j] = row.get(j, 0.0) + w
         cooc.counts[op.item] = cooc.bounded(row)
+
+
+def apply_ops(ops: Iterable[ItemOp], cooc: CoOccurrence | None, trending: DecayedCounter | None) -> None:
+    """:func:`apply_op` for each of ``ops`` in order, copying each touched row once, not once per op.
+
+    A batch's events touch the same rows again and again (every first like pairs the item with
+    the user's last 20, so a popular item's row of ~375 entries gets an op per event); copying it
+    per op dominated applying them. The rows are the same to the bit: each op still starts from
+    the row, pruned or not, that the op before it left, and every row is replaced whole at the
+    end (readers rely on that: ``streams/ranking/cooc_rows.py``).
+    """
+    rows: dict[str, dict[str, float]] = {}
+    for op in ops:
+        if trending is not None and op.trend_w > 0:
+            trending.update(op.item, op.trend_ts, op.trend_w)
+        if cooc is None:
+            continue
+        if op.pop:
+            cooc.pops[op.item] = float(cooc.pops.get(op.item, 0.0)) + op.pop
+        if op.pairs:
+            row = rows.get(op.item)
+            if row is None:
+                row = dict(cooc.counts.get(op.item, {}))
+            for j, w in op.pairs:
+                row[j] = row.get(j, 0.0) + w
+            rows[op.item] = cooc.bounded(row)
+    if cooc is not None:
+        for item, row in rows.items():
+            cooc.counts[item] = row
