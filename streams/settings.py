@@ -297,8 +297,12 @@ class WorkerSettings(BaseModel):
     # extra 100, 75% with 200, 83% with 400; a hit re-scores N + extra cached vectors (~0.2 ms at
     # 200), a miss parses that many hits. Past max_angle_deg of turn a hit is not even tried (10:
     # as many hits as 20 with fewer vector fetches for nothing). ~5.5 KB per cached user (400 ids,
-    # a 384-d query): 20,000 users ~110 MB. 0 users disables it.
-    ann_cache_users: int = Field(default=20_000, ge=0)
+    # a 384-d query): 20,000 users ~110 MB. 0 users disables it: the default, because on
+    # the realistic benchmark (bench/realistic.py, 100k items, docs/PERFORMANCE.md) it hit for
+    # 14% of the Zipf mix's warm users and 0% of MovieLens users (who rate in sessions: many
+    # events between two lists), and the deeper searches and the stores cost the worker more
+    # than the skipped searches saved. Turn it on where users turn slowly and searches are dear.
+    ann_cache_users: int = Field(default=0, ge=0)
     ann_cache_extra: int = Field(default=200, ge=0)
     ann_cache_max_angle_deg: float = Field(default=10.0, ge=0, le=180)
     # Only users with at least this many positive history items use it: one event turns a

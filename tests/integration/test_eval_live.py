@@ -82,13 +82,21 @@ def _check(doc: dict, out) -> None:
     assert "## Agreement" in text and "latency.png" in text
 
 
-def test_live_eval_with_1_2_and_3_workers_publishes_the_offline_lists(stack, tmp_path):
+def test_live_eval_with_1_2_and_3_workers_publishes_the_offline_lists(stack, tmp_path, monkeypatch):
     """The same log in lock-step through 1, 2 and 3 workers in one consumer group (same app id per run):
-    every list identical across the three runs and to the offline one-event-batch replay."""
+    every list identical across the three runs and to the offline one-event-batch replay. The 2-worker
+    run has the per-user ANN candidate cache on for every user (off by default): its hits must not
+    change a list either."""
     data = tmp_path / "synthetic"
     _synthetic(data)
     lists = {}
     for n in (1, 2, 3):
+        if n == 2:
+            monkeypatch.setenv("AVREC_WORKER__ANN_CACHE_USERS", "10000")
+            monkeypatch.setenv("AVREC_WORKER__ANN_CACHE_MIN_HISTORY", "0")
+        else:
+            monkeypatch.delenv("AVREC_WORKER__ANN_CACHE_USERS", raising=False)
+            monkeypatch.delenv("AVREC_WORKER__ANN_CACHE_MIN_HISTORY", raising=False)
         out = tmp_path / f"live-{n}"
         res = CliRunner().invoke(_app(), [
             "eval", str(data), "--live", "--workers", str(n), "--out", str(out),
