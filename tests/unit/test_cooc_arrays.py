@@ -170,3 +170,21 @@ def test_row_cache_is_bounded_and_swept() -> None:
     big = {f"b{k}": 1.0 for k in range(40)}  # over the whole budget: kept alone
     cache.get("big", big)
     assert len(cache) == 1 and cache.entries == 40
+
+
+def test_a_rewritten_row_reuses_the_codes_of_its_prefix_only_when_the_prefix_is_the_same():
+    from streams.ranking.cooc_rows import RowArrays
+
+    cache = RowArrays()
+    versions = [
+        {"a": 1.0, "b": 2.0},
+        {"a": 1.0, "b": 3.0, "c": 1.0},  # counts changed, a neighbour appended: the prefix's codes reused
+        {"a": 1.0, "b": 3.0, "c": 1.0},  # a new dict with the same neighbours
+        {"b": 3.0, "a": 1.0, "c": 2.0, "d": 1.0},  # reordered (a pruned row is rebuilt in another order)
+        {"d": 1.0},  # shorter
+        {"d": 1.0, "e": 5.0, "f": 1.0},
+    ]
+    for row in versions:
+        codes, counts = cache.get("x", row)
+        assert cache.names(codes) == list(row)
+        assert counts.tolist() == list(row.values())
