@@ -275,3 +275,16 @@ async def test_item_cache_does_not_keep_a_row_fetched_before_an_invalidation():
     assert (await fetch)["a"].vector[0] == 1.0  # that read answers with what it got
     rows.pause = None
     assert (await cache.get_many(["a"]))["a"].vector[0] == 2.0  # but did not cache it
+
+
+async def test_item_cache_near_its_bound_evicts_the_least_recently_read():
+    rows = _Rows()
+    for i in "abcde":
+        rows.rows[i] = _row(i, 1.0)
+    cache = ItemCache(rows, 4)
+    await cache.get_many(["a", "b", "c", "d"])  # full
+    await cache.get_many(["a"])  # read again: now the most recent
+    got = await cache.get_many(["e"])  # one more: the least recently read (b) goes, not a
+    assert got["e"].row >= 0
+    assert set(cache._items) == {"a", "c", "d", "e"}
+    np.testing.assert_array_equal(cache.vectors_of(["a", "e"])[:, 0], [1.0, 1.0])
