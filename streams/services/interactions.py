@@ -52,7 +52,7 @@ from streams.services import impressions as online
 from streams.services.context import WorkerContext
 from streams.services.deadletters import send_dead_letter, send_dead_record
 from streams.services.event_scope import event_scope
-from streams.services.recommender import Recommender
+from streams.services.recommender import EarlySearch, Recommender
 from streams.services.retry import until_done
 from streams.services.stats import BatchStats
 
@@ -182,6 +182,24 @@ class InteractionProcessor:
                                      self.ctx.settings.worker) if wanted else {}
         with stats.stage("state"):
             batch = await self._apply(entries, items)
+        # The lists' first ANN search needs only the new taste vectors: it runs in Milvus while the
+        # item ops go to Kafka and the replica catches up (the latency of a paced batch is the sum of
+        # its round trips). Its answer does not depend on the item state, so the lists are unchanged.
+        ann = self.recommender.ann_cache
+        ann_hits, ann_misses = (ann.hits, ann.misses) if ann is not None else (0, 0)
+        early = self.recommender.search_early({u: t.state for u, t in batch.touched.items()}) \
+            if batch.touched else None
+        try:
+            await self._ops_states_lists(batch, early)
+        finally:
+            if early is not None:
+                early.discard()  # unused (a failure before the lists): cancelled; used: nothing to do
+        if ann is not None:  # users whose content candidates came from the cache, and those searched
+            stats.count("ann cached", ann.hits - ann_hits)
+            stats.count("ann searched", ann.misses - ann_misses)
+
+    async def _ops_states_lists(self, batch: _Batch, early: EarlySearch | None) -> None:
+        stats = self.stats
         with stats.stage("item ops"):
             await self._send_item_ops(batch)
             self._write_states(batch)
@@ -193,18 +211,13 @@ class InteractionProcessor:
         with stats.stage("replica"):
             await self._replica_caught_up()
         misses = self.ctx.cache.misses
-        ann = self.recommender.ann_cache
-        ann_hits, ann_misses = (ann.hits, ann.misses) if ann is not None else (0, 0)
         with stats.stage("lists"):
             if batch.touched:
-                await self.refresh_lists(batch.touched)
+                await self.refresh_lists(batch.touched, early)
             if batch.refresh:
                 await self._refresh(batch)
         stats.count("lists", len(batch.touched))
         stats.count("item fetches", self.ctx.cache.misses - misses)  # cold cache: rows read from Milvus
-        if ann is not None:  # users whose content candidates came from the cache, and those searched
-            stats.count("ann cached", ann.hits - ann_hits)
-            stats.count("ann searched", ann.misses - ann_misses)
         self.ctx.mirror.offer({u: v for u, t in batch.touched.items() if (v := user_vector(t.state)) is not None})
 
     # -- 3. apply ------------------------------------------------------------------------------
@@ -336,14 +349,21 @@ class InteractionProcessor:
                 log.warning("the item-state replica did not catch up with the log in %.1f s; ranking with what it "
                             "has (lists may miss other workers' latest events)", w.item_state_wait_s)
 
-    async def refresh_lists(self, touched: dict[str, Touched]) -> None:
-        """Rank and publish chunk by chunk, so the first users' lists leave before the last are ranked."""
+    async def refresh_lists(self, touched: dict[str, Touched], early: EarlySearch | None = None) -> None:
+        """Rank and publish chunk by chunk, so the first users' lists leave before the last are ranked.
+        ``early``: the first chunk's search, already started (used by the first attempt only)."""
         now = max(t.ts for t in touched.values())
         todo = dict(touched)  # a transient failure mid-way retries only the users not yet published
-        await until_done("recommend", lambda: self._publish_lists(todo, now), self.ctx.settings.worker)
+        unused = [early]
 
-    async def _publish_lists(self, todo: dict[str, Touched], now: float) -> None:
-        async for group in self.recommender.iter_lists({u: t.state for u, t in todo.items()}, now):
+        def attempt():
+            first, unused[0] = unused[0], None
+            return self._publish_lists(todo, now, first)
+
+        await until_done("recommend", attempt, self.ctx.settings.worker)
+
+    async def _publish_lists(self, todo: dict[str, Touched], now: float, early: EarlySearch | None = None) -> None:
+        async for group in self.recommender.iter_lists({u: t.state for u, t in todo.items()}, now, early):
             for user, ranked in group.items():
                 t = todo.pop(user)
                 await self.recommender.publish(user, ranked, t.event_id, t.ts)

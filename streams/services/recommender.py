@@ -64,6 +64,22 @@ class _Ann:
     warm: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class EarlySearch:
+    """A chunk's ANN search started ahead of its ranking (:meth:`Recommender.search_early`)."""
+
+    users: tuple[str, ...]
+    task: asyncio.Future
+
+    def discard(self) -> None:
+        """Not used after all (or used and done): cancel it, or read its outcome so a failure is not
+        reported by asyncio as "Task exception was never retrieved"."""
+        if not self.task.done():
+            self.task.cancel()
+        elif not self.task.cancelled() and (exc := self.task.exception()) is not None:
+            log.debug("early search not used: %r", exc)
+
+
 class _Blocked:
     """Taken-down items plus the ones a read-API caller excluded: what ``recommend`` must not list."""
 
@@ -112,21 +128,33 @@ class Recommender:
             out.update(group)
         return out
 
-    async def iter_lists(self, users: dict[str, UserState | None],
-                         now: float) -> AsyncIterator[dict[str, RankedList]]:
+    def search_early(self, users: dict[str, UserState | None]) -> EarlySearch:
+        """Start the ANN search of ``users``' first chunk now, for an :meth:`iter_lists` of the same
+        users later: the search depends on the taste vectors only, so the worker runs it while the
+        batch's item ops go to Kafka and the replica catches up, not after (streams/services/interactions.py)."""
+        first = tuple(list(users)[: self.ctx.settings.worker.search_chunk])
+        return EarlySearch(first, asyncio.ensure_future(self._search({u: users[u] for u in first})))
+
+    async def iter_lists(self, users: dict[str, UserState | None], now: float,
+                         early: EarlySearch | None = None) -> AsyncIterator[dict[str, RankedList]]:
         """The same lists, yielded a chunk of users at a time as soon as each chunk is ranked.
 
         Chunk n+1's ANN search runs in Milvus (another process, another core) while
         chunk n is ranked here, so search and scoring overlap instead of taking turns.
+        ``early``: chunk 0's search, started by :meth:`search_early` (used when it is for the same users).
         """
         names = list(users)
         size = self.ctx.settings.worker.search_chunk
         groups = [names[i : i + size] for i in range(0, len(names), size)]
+        if early is not None and (not groups or early.users != tuple(groups[0])):
+            early.discard()
+            early = None
         if not groups:
             return
         fresh = self.ctx.fresh.recent(now, self.cfg.fresh_candidates)
         trending = self.ctx.trending.top(self.cfg.trending_candidates, now)
-        pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[0]}))
+        pending = early.task if early is not None else \
+            asyncio.ensure_future(self._search({u: users[u] for u in groups[0]}))
         try:
             for n, group in enumerate(groups):
                 ann = await pending

@@ -200,3 +200,38 @@ async def test_a_short_history_is_searched_for_n_only_and_never_cached():
     # round: the long history hits, the short one is searched again, for N.
     assert ctx.items.calls == [(1, cfg.ann_candidates), (1, cfg.ann_candidates + 200), (1, cfg.ann_candidates)]
     assert len(rec.ann_cache) == 1 and rec.ann_cache.hits == 1
+
+
+async def test_an_early_search_serves_the_first_chunk_and_a_stale_one_is_discarded():
+    """search_early starts chunk 0's search ahead of the lists (the worker overlaps it with the item
+    ops): iter_lists uses it instead of searching again, and the lists are the ones it would rank."""
+    ctx, x, ids = _ann_context(cache_users=0)
+    cfg = ctx.settings.ranking
+    users = {}
+    for u in range(3):
+        users[f"u{u}"] = state = UserState()
+        for t in range(12):
+            j = (u * 97 + t * 13) % len(ids)
+            apply_interaction(state, f"e{u}-{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    rec = Recommender(ctx)
+    expected = await rec.lists_for(users, now=50.0)
+    ctx.items.calls.clear()
+    early = rec.search_early(users)
+    assert early.users == ("u0", "u1")  # search_chunk 2
+    got = {}
+    async for group in rec.iter_lists(users, 50.0, early):
+        got.update(group)
+    assert ctx.items.calls == [(2, cfg.ann_candidates), (1, cfg.ann_candidates)]  # chunk 0 searched once
+    assert {u: [r.item_id for r in v.items] for u, v in got.items()} == \
+        {u: [r.item_id for r in v.items] for u, v in expected.items()}
+    ctx.items.calls.clear()
+    stale = rec.search_early({"u2": users["u2"]})  # for other users than the lists' first chunk
+    await rec.lists_for(users, now=50.0)
+    got2 = {}
+    async for group in rec.iter_lists(users, 50.0, stale):
+        got2.update(group)
+    assert stale.task.done()
+    # The stale one (nq 1) and two full rounds (2 + 1 each): the stale search did not stand in for chunk 0.
+    assert sorted(n for n, _ in ctx.items.calls) == [1, 1, 1, 2, 2]
+    assert {u: [r.item_id for r in v.items] for u, v in got2.items()} == \
+        {u: [r.item_id for r in v.items] for u, v in expected.items()}
