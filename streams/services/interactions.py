@@ -42,7 +42,6 @@ from typing import NamedTuple
 import orjson
 
 from streams import tables, topics
-from streams.app import app
 from streams.items import wire
 from streams.items.partitioning import partition_for
 from streams.ranking import UserState, user_vector
@@ -307,16 +306,19 @@ class InteractionProcessor:
         per_partition: dict[int, list[wire.SourcedOp]] = defaultdict(list)
         for s in b.ops:
             per_partition[partition_for(s.op.item.encode(), n)].append(s)
+        sent = []  # each send's delivery future
         for q, ops in sorted(per_partition.items()):
-            await topics.item_deltas.send(key=None, value=wire.encode_ops(ops), partition=q)
+            sent.append(await topics.item_deltas.send(key=None, value=wire.encode_ops(ops), partition=q))
         now = time.time()
         for e in b.parks:
             key = e.it.item_id.encode()
-            await topics.item_commands.send(key=key, partition=partition_for(key, n), value=wire.encode_park(
+            sent.append(await topics.item_commands.send(key=key, partition=partition_for(key, n), value=wire.encode_park(
                 e.raw, e.it.item_id, e.it.user_id, e.it.event_id, e.origin_topic, e.origin_partition, e.origin,
-                e.parked_at or now))
-        if per_partition or b.parks:
-            await app.producer.flush()  # acked by the broker before any state that implies them is written
+                e.parked_at or now)))
+        # Acked by the broker before any state that implies them is written. These records' acks only,
+        # not a producer flush: that would also wait for everything else in flight (lists, changelogs).
+        if sent:
+            await asyncio.gather(*sent)
 
     def _write_states(self, b: _Batch) -> None:
         for user in {*b.touched, *b.forgotten, *b.impressed}:

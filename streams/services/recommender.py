@@ -133,7 +133,14 @@ class Recommender:
         users later: the search depends on the taste vectors only, so the worker runs it while the
         batch's item ops go to Kafka and the replica catches up, not after (streams/services/interactions.py)."""
         first = tuple(list(users)[: self.ctx.settings.worker.search_chunk])
-        return EarlySearch(first, asyncio.ensure_future(self._search({u: users[u] for u in first})))
+        return EarlySearch(first, asyncio.ensure_future(self._search_and_fetch({u: users[u] for u in first})))
+
+    async def _search_and_fetch(self, users: dict[str, UserState | None]) -> _Ann:
+        """:meth:`_search`, then the hits' items read into the item cache (a cold item costs a Milvus
+        round trip, which an early search takes off the lists' critical path as well)."""
+        ann = await self._search(users)
+        await self.ctx.cache.get_many({i for hits in ann.hits.values() for i, _ in hits} | ann.warm)
+        return ann
 
     async def iter_lists(self, users: dict[str, UserState | None], now: float,
                          early: EarlySearch | None = None) -> AsyncIterator[dict[str, RankedList]]:
