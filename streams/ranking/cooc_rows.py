@@ -46,10 +46,18 @@ class RowArrays:
         self._names = np.empty(1024, dtype=object)
         self._rows: OrderedDict[str, tuple[dict, np.ndarray, np.ndarray]] = OrderedDict()
         self._built_since_sweep = 0  # entries
+        self._scratch = np.empty(1024, dtype=np.intp)
         self.hits = self.builds = 0
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def scratch(self, n: int) -> np.ndarray:
+        """A reusable intp buffer of at least ``n`` slots, contents undefined (grows by doubling)."""
+        buf = self._scratch
+        if len(buf) < n:
+            buf = self._scratch = np.empty(max(n, 2 * len(buf)), dtype=np.intp)
+        return buf
 
     # -- the interner --------------------------------------------------------------------
     def intern(self, ids: Iterable[str]) -> None:

@@ -46,7 +46,8 @@ from streams.ranking.cooc_rows import RowArrays
 from streams.ranking.exceptions import RankingError, StateFormatError
 
 
-def _unique_codes(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _unique_codes(codes: np.ndarray, n_codes: int,
+                  scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(uniq, inv, where)``: the distinct codes (in no particular order),
     ``codes == uniq[inv]``, and ``where`` (indexed by code) holding, for each code that occurs, a position
     of it in ``codes`` (garbage for the others).
@@ -57,7 +58,10 @@ def _unique_codes(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarr
     """
     n = len(codes)
     pos = np.arange(n, dtype=np.intp)
-    where = np.empty(n_codes, dtype=np.intp)  # uninitialised: only what is written here is read
+    # Uninitialised: only what is written here is read, so a reused ``scratch`` (at least n_codes long)
+    # does as well; a fresh array as long as a 100k-item interner (~0.8 MB) is mmap'd and page-faulted
+    # on every call.
+    where = scratch[:n_codes] if scratch is not None and len(scratch) >= n_codes else np.empty(n_codes, np.intp)
     where[codes] = pos
     rep = where[codes]
     first = rep == pos
@@ -269,7 +273,7 @@ class CoOccurrence:
         codes = np.concatenate(codes_l)
         # Each part is the same product c * (w_h / sqrt(p_h)) as the loop's, element by element.
         parts = np.concatenate(counts_l) * np.repeat(np.array([u[3] for u in used]), lens)
-        uniq, inv, where = _unique_codes(codes, len(arrays.code))
+        uniq, inv, where = _unique_codes(codes, len(arrays.code), arrays.scratch(len(arrays.code)))
         # bincount adds the weights in input order, i.e. most recent row first, from 0.0: the
         # loop's sums to the bit (np.add.reduceat would not: it may sum pairwise).
         acc = np.bincount(inv, weights=parts, minlength=len(uniq))
