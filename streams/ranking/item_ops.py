@@ -93,17 +93,7 @@ def apply_op(op: ItemOp, cooc: CoOccurrence | None, trending: DecayedCounter | N
     the trending counter apply to their own updates, so the live replicas and the
     offline replay agree to the bit.
     """
-    if trending is not None and op.trend_w > 0:
-        trending.update(op.item, op.trend_ts, op.trend_w)
-    if cooc is None:
-        return
-    if op.pop:
-        cooc.pops[op.item] = float(cooc.pops.get(op.item, 0.0)) + op.pop
-    if op.pairs:
-        row = dict(cooc.counts.get(op.item, {}))
-        for j, w in op.pairs:
-            row[j] = row.get(j, 0.0) + w
-        cooc.counts[op.item] = cooc.bounded(row)
+    apply_ops((op,), cooc, trending)
 
 
 def apply_ops(ops: Iterable[ItemOp], cooc: CoOccurrence | None, trending: DecayedCounter | None) -> None:
