@@ -35,7 +35,6 @@ from streams.ranking.learned import (
     FEATURES,
     FeatureContext,
     LinearRanker,
-    _cooc_views_reference,
     cooc_views,
     learned_scores,
 )
@@ -70,13 +69,16 @@ def _synthetic_cooc(rng: np.random.Generator, catalogue: int, rows: int, max_nei
 
 def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
     """Co-occurrence scoring, 100 candidates, a user with 2 and with 20 history items: the plain loop
-    (the code before the arrays) and the array path, alternating so machine noise hits both alike."""
+    (the code before the arrays) and the array path, alternating so machine noise hits both alike.
+    Run from the repository root: the plain loop is the tests' oracle (``tests/cooc_reference.py``)."""
+    from tests.cooc_reference import cooc_views_reference, score_candidates_reference
+
     rng = np.random.default_rng(1)
     for max_nb in (100, 300):  # ~100-125 neighbours a row, and the default cooc_max_neighbors
         co = _synthetic_cooc(rng, catalogue, 5000, max_nb)
         for n_hist in (2, 20):
             hist = [f"i{j}" for j in rng.choice(5000, n_hist, replace=False)]
-            assert co.score_candidates_explained(hist, 100) == co._score_candidates_reference(hist, 100)
+            assert co.score_candidates_explained(hist, 100) == score_candidates_reference(co, hist, 100)
 
             def missing() -> object:  # every row changed since it was cached: each call rebuilds them
                 co._row_arrays.clear()
@@ -86,7 +88,7 @@ def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
                     f"{catalogue} ids"
             for _ in range(2):
                 log.info("%s, loop (before):        %s", label,
-                         _dist(lambda: co._score_candidates_reference(hist, 100), calls))
+                         _dist(lambda: score_candidates_reference(co, hist, 100), calls))
                 log.info("%s, arrays (after):       %s", label,
                          _dist(lambda: co.score_candidates_explained(hist, 100), calls))
                 log.info("%s, arrays, rows rebuilt: %s", label, _dist(missing, calls))
@@ -94,11 +96,11 @@ def cooc_bench(calls: int, catalogue: int = 50_000) -> None:
         liked = [f"i{j}" for j in rng.choice(5000, 50, replace=False)]
         watched = liked + [f"i{j}" for j in rng.choice(5000, 10, replace=False)]
         pool = [f"i{j}" for j in rng.choice(catalogue, 300, replace=False)]
-        assert (cooc_views(co, (liked, watched), pool) == _cooc_views_reference(co, (liked, watched), pool)).all()
+        assert (cooc_views(co, (liked, watched), pool) == cooc_views_reference(co, (liked, watched), pool)).all()
         label = f"learned.cooc_views, 50 liked + 60 watched, rows of {max_nb}-{max_nb * 5 // 4}, 300 candidates"
         for _ in range(2):
             log.info("%s, row scan (before): %s", label,
-                     _dist(lambda: _cooc_views_reference(co, (liked, watched), pool), calls))
+                     _dist(lambda: cooc_views_reference(co, (liked, watched), pool), calls))
             log.info("%s, arrays (after):    %s", label, _dist(lambda: cooc_views(co, (liked, watched), pool), calls))
 
 

@@ -190,7 +190,7 @@ class CoOccurrence:
         """Like :meth:`score_candidates`, plus the history item that contributed most to each.
 
         Ties for the most contributing item go to the most recent history item. The
-        same results as the plain loop (:meth:`_score_candidates_reference`), to the
+        same results as the plain loop (``tests/cooc_reference.py``, the tests' oracle), to the
         bit: every part ``c_hj * (w_h / sqrt(p_h))`` is the same float product, and
         each candidate's parts are summed in the same order (most recent h first).
         """
@@ -318,55 +318,6 @@ class CoOccurrence:
         first = np.full(n_uniq, np.iinfo(np.intp).max, dtype=np.intp)
         np.minimum.at(first, inv_m[tie], hist_m[tie])
         return first[chosen].tolist()
-
-    def _score_candidates_reference(
-        self,
-        history_item_ids: Sequence[str],
-        n: int,
-        exclude: Iterable[str] = (),
-        recency_half_life: float | None = None,
-        score_window: int | None = None,
-    ) -> list[tuple[str, float, str]]:
-        """The plain-Python loop :meth:`score_candidates_explained` must agree with (kept for the tests)."""
-        if n <= 0:
-            return []
-        limit = self.score_window if not score_window else int(score_window)
-        hist: list[str] = []
-        for h in reversed(history_item_ids):  # most recent first, distinct, at most `score_window`
-            if len(hist) == limit:
-                break
-            if h not in hist:
-                hist.append(h)
-        skip = set(hist)
-        skip.update(exclude)
-        acc: dict[str, float] = {}  # j -> Σ_h w_h c_hj / sqrt(p_h)   (p_j applied once at the end)
-        best: dict[str, tuple[float, str]] = {}
-        pops_get = self.pops.get  # the loops below run for every list the live worker ranks
-        for h, w in zip(hist, self.history_weights(len(hist), recency_half_life)):
-            row = self.counts.get(h)
-            ph = float(pops_get(h, 0.0))
-            if not row or ph <= 0:
-                continue
-            inv = w / math.sqrt(ph)
-            for j, c in row.items():
-                if j in skip:
-                    continue
-                part = c * inv
-                b = best.get(j)
-                if b is None:
-                    acc[j] = part
-                    best[j] = (part, h)
-                else:
-                    acc[j] += part
-                    if part > b[0]:  # strict >: the most recent history item wins ties
-                        best[j] = (part, h)
-        out = []
-        for j, a in acc.items():
-            pj = float(pops_get(j, 0.0))
-            if pj > 0:
-                out.append((j, a / math.sqrt(pj), best[j][1]))
-        # The n best, ties by id: a bounded heap rather than sorting every neighbour.
-        return heapq.nsmallest(n, out, key=lambda t: (-t[1], t[0]))
 
     def score_candidates(
         self,

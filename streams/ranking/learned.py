@@ -43,7 +43,6 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Container, Iterable, Mapping, Reversible, Sequence
 
@@ -94,6 +93,27 @@ def _recent_distinct(item_ids: Reversible[str], limit: int) -> list[str]:
     return out
 
 
+def history_view_weights(histories: Sequence[Reversible[str]],
+                         views: Sequence[tuple[float, int]]) -> tuple[dict[str, int], np.ndarray]:
+    """``(row_of, weights)``: each distinct recent history item's row number (in first-seen order over
+    the histories) and its weight under each (history, view), history-major: ``w_v(r)`` of
+    :func:`cooc_views` where the item is history ``a``'s r-th most recent, 0 where it is not in it."""
+    limit = max(w for _, w in views)
+    recents = [_recent_distinct(h, limit) for h in histories]
+    row_of: dict[str, int] = {}
+    for recent in recents:
+        for h in recent:
+            row_of.setdefault(h, len(row_of))
+    nv = len(views)
+    weights = np.zeros((len(row_of), len(histories) * nv))
+    for a, recent in enumerate(recents):
+        rows = [row_of[h] for h in recent]
+        ranks = np.arange(len(recent))
+        for v, (hl, win) in enumerate(views):
+            weights[rows, a * nv + v] = np.where(ranks < win, 0.5 ** (ranks / hl) if hl > 0 else 1.0, 0.0)
+    return row_of, weights
+
+
 def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_ids: Sequence[str],
                views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
     """Cosine co-occurrence scores of ``item_ids`` against some histories, under each view of each, at once.
@@ -106,22 +126,10 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     however many histories and views it weighs in, and only entries for ``item_ids`` are kept (the
     live worker pays for this on every list it ranks). The rows come as the store's cached arrays
     (:mod:`streams.ranking.cooc_rows`) and are matched to ``item_ids`` by code in one pass: the same
-    floats, added in the same order, as :func:`_cooc_views_reference`'s scan of the row dicts.
+    floats, added in the same order, as a plain scan of the row dicts (``tests/cooc_reference.py``, the tests' oracle).
     """
-    limit = max(w for _, w in views)
-    recents = [_recent_distinct(h, limit) for h in histories]
-    row_of: dict[str, int] = {}
-    for recent in recents:
-        for h in recent:
-            row_of.setdefault(h, len(row_of))
-    nv = len(views)
-    n = len(item_ids)
-    weights = np.zeros((len(row_of), len(histories) * nv))
-    for a, recent in enumerate(recents):
-        rows = [row_of[h] for h in recent]
-        ranks = np.arange(len(recent))
-        for v, (hl, win) in enumerate(views):
-            weights[rows, a * nv + v] = np.where(ranks < win, 0.5 ** (ranks / hl) if hl > 0 else 1.0, 0.0)
+    row_of, weights = history_view_weights(histories, views)
+    nv, n = len(views), len(item_ids)
     pos = {j: i for i, j in enumerate(item_ids)}  # a repeated id: its last position, as before
     arrays = cooc._row_arrays
     codes_l: list[np.ndarray] = []
@@ -159,55 +167,6 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     # c / sqrt(p_h) entry by entry, as the scan divides each row's counts.
     part = (np.concatenate(counts_l) / np.repeat(np.array([q for _, q in used]), lens))[ok]
     w = weights[np.repeat(np.array([r for r, _ in used], dtype=np.intp), lens)[ok]]
-    for col in range(w.shape[1]):
-        out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
-    pj = np.fromiter((float(cooc.pops.get(j, 0.0)) for j in item_ids), dtype=np.float64, count=n)
-    with np.errstate(divide="ignore"):
-        scale = np.where(pj > 0, 1.0 / np.sqrt(np.maximum(pj, 1e-300)), 0.0)
-    return out * scale[:, None]
-
-
-def _cooc_views_reference(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_ids: Sequence[str],
-                          views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
-    """The plain per-row scan :func:`cooc_views` must agree with to the bit (kept for the tests)."""
-    limit = max(w for _, w in views)
-    recents = [_recent_distinct(h, limit) for h in histories]
-    row_of: dict[str, int] = {}
-    for recent in recents:
-        for h in recent:
-            row_of.setdefault(h, len(row_of))
-    nv = len(views)
-    n = len(item_ids)
-    weights = np.zeros((len(row_of), len(histories) * nv))
-    for a, recent in enumerate(recents):
-        rows = [row_of[h] for h in recent]
-        ranks = np.arange(len(recent))
-        for v, (hl, win) in enumerate(views):
-            weights[rows, a * nv + v] = np.where(ranks < win, 0.5 ** (ranks / hl) if hl > 0 else 1.0, 0.0)
-    pos = {j: i for i, j in enumerate(item_ids)}
-    parts_i: list[np.ndarray] = []
-    parts_c: list[np.ndarray] = []
-    parts_r: list[np.ndarray] = []
-    for h, r in row_of.items():
-        row = cooc.counts.get(h)
-        ph = float(cooc.pops.get(h, 0.0))
-        if not row or ph <= 0:
-            continue
-        # map(dict.get) runs in C: the per-entry cost of the scan that dominates this function.
-        idx = np.fromiter(map(pos.get, row, repeat(-1)), dtype=np.int64, count=len(row))
-        keep = idx >= 0
-        if not keep.any():
-            continue
-        c = np.fromiter(row.values(), dtype=np.float64, count=len(row))
-        parts_i.append(idx[keep])
-        parts_c.append(c[keep] / math.sqrt(ph))
-        parts_r.append(np.full(int(keep.sum()), r))
-    out = np.zeros((n, len(histories) * nv))
-    if not parts_i:
-        return out
-    ii = np.concatenate(parts_i)
-    part = np.concatenate(parts_c)
-    w = weights[np.concatenate(parts_r)]
     for col in range(w.shape[1]):
         out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
     pj = np.fromiter((float(cooc.pops.get(j, 0.0)) for j in item_ids), dtype=np.float64, count=n)

@@ -10,7 +10,8 @@ import pytest
 from streams.ranking.cooc_rows import RowArrays
 from streams.ranking.cooccurrence import CoOccurrence, _unique_codes
 from streams.ranking.item_ops import ItemOp, apply_op
-from streams.ranking.learned import COOC_VIEWS, _cooc_views_reference, cooc_views
+from streams.ranking.learned import COOC_VIEWS, cooc_views
+from tests.cooc_reference import cooc_views_reference, score_candidates_reference
 
 ARRAYS, LOOP = 0, 10**9  # array_min_entries forcing one path or the other
 
@@ -39,7 +40,7 @@ def _store(rng: random.Random, n_items: int = 60, row_len: int = 25, path: int =
 
 def _both(co: CoOccurrence, *args, **kw) -> list[tuple[str, float, str]]:
     got = co.score_candidates_explained(*args, **kw)
-    assert got == co._score_candidates_reference(*args, **kw)  # same ids, order, floats and attributions
+    assert got == score_candidates_reference(co, *args, **kw)  # same ids, order, floats and attributions
     return got
 
 
@@ -130,12 +131,12 @@ def test_learned_cooc_views_match_the_row_scan() -> None:
         items = rng.sample(ids + ["never-seen"], rng.randint(0, 40))
         items += items[:3]  # a repeated candidate
         got = cooc_views(co, (liked, watched), items)
-        assert np.array_equal(got, _cooc_views_reference(co, (liked, watched), items))  # to the bit
+        assert np.array_equal(got, cooc_views_reference(co, (liked, watched), items))  # to the bit
         assert got.shape == (len(items), 2 * len(COOC_VIEWS))
         compared += int((got > 0).sum())
         co.counts[liked[0] if liked else "i0"] = {"i1": 3.0}  # a rewritten row
         assert np.array_equal(cooc_views(co, (liked, watched), items),
-                              _cooc_views_reference(co, (liked, watched), items))
+                              cooc_views_reference(co, (liked, watched), items))
     assert compared > 500
 
 
