@@ -72,12 +72,17 @@ class EarlySearch:
     task: asyncio.Future
 
     def discard(self) -> None:
-        """Not used after all (or used and done): cancel it, or read its outcome so a failure is not
-        reported by asyncio as "Task exception was never retrieved"."""
-        if not self.task.done():
-            self.task.cancel()
-        elif not self.task.cancelled() and (exc := self.task.exception()) is not None:
-            log.debug("early search not used: %r", exc)
+        """Not used after all (or used and done): see :func:`_abandon`."""
+        _abandon(self.task, "early search not used")
+
+
+def _abandon(task: asyncio.Future, what: str) -> None:
+    """Cancel ``task`` if still running, or read its outcome, so a failure nobody will await is not
+    reported again by asyncio as "Task exception was never retrieved"."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("%s: %r", what, exc)
 
 
 class _Blocked:
@@ -88,6 +93,12 @@ class _Blocked:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.excluded or item_id in self.takedowns
+
+
+def _worker_setting(ctx: WorkerContext, name: str):
+    """``ctx``'s worker setting ``name``, or its default where the context has none (contexts built
+    by hand in unit tests carry only what they need)."""
+    return getattr(getattr(ctx.settings, "worker", None), name, WorkerSettings.model_fields[name].default)
 
 
 class Recommender:
@@ -101,8 +112,7 @@ class Recommender:
         self._lists = list_metrics(web.recent_lists)
         self._topic = topics.recommendations.get_topic_name()
         self._ann_cache = self._make_ann_cache(ctx)
-        worker = getattr(ctx.settings, "worker", None)
-        self._ann_min_history = getattr(worker, "ann_cache_min_history", WorkerSettings().ann_cache_min_history)
+        self._ann_min_history = _worker_setting(ctx, "ann_cache_min_history")
         self._ann_hit = ANN_CACHE_LOOKUPS.labels("hit")
         self._ann_miss = ANN_CACHE_LOOKUPS.labels("miss")
 
@@ -110,12 +120,10 @@ class Recommender:
     def _make_ann_cache(ctx: WorkerContext) -> AnnCache | None:
         """The per-user candidate cache from the worker settings; None when disabled or when the item
         cache cannot lend vectors (contexts built by hand in unit tests may have neither)."""
-        worker, defaults = getattr(ctx.settings, "worker", None), WorkerSettings()
-        users = getattr(worker, "ann_cache_users", defaults.ann_cache_users)
+        users = _worker_setting(ctx, "ann_cache_users")
         if users <= 0 or not hasattr(getattr(ctx, "cache", None), "vectors_of"):
             return None
-        return AnnCache(users, getattr(worker, "ann_cache_extra", defaults.ann_cache_extra),
-                        getattr(worker, "ann_cache_max_angle_deg", defaults.ann_cache_max_angle_deg))
+        return AnnCache(users, _worker_setting(ctx, "ann_cache_extra"), _worker_setting(ctx, "ann_cache_max_angle_deg"))
 
     @property
     def ann_cache(self) -> AnnCache | None:
@@ -169,13 +177,8 @@ class Recommender:
                     pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[n + 1]}))
                 yield await self._rank({u: users[u] for u in group}, ann, fresh, trending, now)
         finally:
-            # Ranking chunk n failed (or the caller stopped early) while chunk n+1's search
-            # was in flight: cancel it, or read its outcome so a failed search is not
-            # reported again by asyncio as "Task exception was never retrieved".
-            if not pending.done():
-                pending.cancel()
-            elif not pending.cancelled() and (exc := pending.exception()) is not None:
-                log.debug("prefetched search failed after its batch was abandoned: %r", exc)
+            # Ranking chunk n failed (or the caller stopped early) while chunk n+1's search was in flight.
+            _abandon(pending, "prefetched search failed after its batch was abandoned")
 
     async def _search(self, users: dict[str, UserState | None]) -> _Ann:
         """Each user's N = ``ann_candidates`` best content candidates: from the candidate cache where it
