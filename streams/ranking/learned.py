@@ -54,7 +54,7 @@ from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError, StateFormatError
 from streams.ranking.item_regression import VIEW_NAMES as _EASE_VIEWS, ItemRegression
 from streams.ranking.trending import DecayedCounter
-from streams.ranking.recommend import Candidates, ItemInfo, eligible_ids
+from streams.ranking.recommend import Candidates, ItemInfo, eligible_ids, matrix_rows
 from streams.ranking.user_state import UserState, history_ids, user_vector
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,9 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
     age_h = np.array([max(0.0, ctx.now - float(info.created_at)) / 3600.0 for info in infos])
     cos = np.zeros(n)
     u = user_vector(ctx.state)
-    matrix = getattr(ctx.items, "matrix", None)  # an ItemRows (the worker's item cache): one take, no stacking
-    if u is not None and matrix is not None and n and matrix.shape[1] == len(u) \
-            and min(matrix_rows := [info.row for info in infos]) >= 0:
-        cos[:] = matrix.take(matrix_rows, axis=0) @ u
+    in_matrix = matrix_rows(infos, ctx.items) if u is not None else None  # the worker's item cache: one take
+    if in_matrix is not None and in_matrix[0].shape[1] == len(u):
+        cos[:] = in_matrix[0].take(in_matrix[1], axis=0) @ u
     elif u is not None:
         rows = [a for a, info in enumerate(infos) if info.vector is not None and len(info.vector) == len(u)]
         if rows:

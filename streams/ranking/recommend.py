@@ -183,13 +183,22 @@ def _gather(infos: list[ItemInfo], items: Mapping[str, ItemInfo], what: str, scr
     """[n, D] float32 unit rows of ``infos``' vectors: one ``take`` from the ItemRows matrix when every
     one of them has a row there, else stacked one by one (the same values either way). ``scratch``:
     into the per-thread buffer (the pool's candidates only; see ``_scratch``)."""
-    matrix = getattr(items, "matrix", None)
-    if matrix is not None and infos:
-        rows = [info.row for info in infos]
-        if min(rows) >= 0:
-            out = _scratch_rows(len(rows), matrix.shape[1]) if scratch else None
-            return _unit_rows(matrix.take(rows, axis=0, out=out))
+    found = matrix_rows(infos, items)
+    if found is not None:
+        matrix, rows = found
+        out = _scratch_rows(len(rows), matrix.shape[1]) if scratch else None
+        return _unit_rows(matrix.take(rows, axis=0, out=out))
     return _stack([info.vector for info in infos], what, scratch=scratch)
+
+
+def matrix_rows(infos: list[ItemInfo], items: Mapping[str, ItemInfo]) -> tuple[np.ndarray, list[int]] | None:
+    """``(matrix, rows)`` when ``items`` is an ItemRows and every one of ``infos`` has a row in its
+    matrix (their vectors are ``matrix[rows]``); None otherwise (stack their vectors instead)."""
+    matrix = getattr(items, "matrix", None)
+    if matrix is None or not infos:
+        return None
+    rows = [info.row for info in infos]
+    return (matrix, rows) if min(rows) >= 0 else None
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:
