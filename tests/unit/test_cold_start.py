@@ -13,22 +13,16 @@ import pytest
 
 from streams.ranking import Candidates, ItemInfo, RankingSettings, UserState, apply_interaction, recommend, user_vector
 from streams.ranking.recommend import EXPLORE_REASON, cold_start_share
+from tests import topic_vectors
+from tests.topic_vectors import unit
 
 D = 16
 NOW = 1_700_000_000.0
-OFF = {"trending_evidence": 0.0, "cold_start_events": 0, "explore_slots": 0}
-
-
-def unit(v) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
+OFF = topic_vectors.NO_POLICIES
 
 
 def around(axis: int, seed: int, spread: float = 0.2) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    v = rng.normal(scale=spread, size=D)
-    v[axis] += 1.0
-    return unit(v)
+    return topic_vectors.around(axis, seed, spread, D)
 
 
 @pytest.fixture

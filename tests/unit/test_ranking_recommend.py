@@ -16,23 +16,16 @@ from streams.ranking import (
     explain_sources,
     recommend,
 )
+from tests import topic_vectors
+from tests.topic_vectors import NO_POLICIES, unit
 
 D = 16
-NO_POLICIES = {"trending_evidence": 0.0, "cold_start_events": 0, "explore_slots": 0}
 T0 = 1_700_000_000.0
 NOW = T0 + 3600.0
 
 
-def unit(v) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
 def around(axis: int, seed: int, spread: float = 0.15) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    v = rng.normal(scale=spread, size=D)
-    v[axis] += 1.0
-    return unit(v)
+    return topic_vectors.around(axis, seed, spread, D)
 
 
 def item(iid, vec, creator=None, title=None, created_at=T0 - 30 * 86400, available=True) -> ItemInfo:
