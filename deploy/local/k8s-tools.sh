@@ -23,15 +23,8 @@ if [ -z "$PYTHON" ]; then
   exit 1
 fi
 
-# uv: from PATH, else the private copy deploy/local/setup-env.sh keeps under .cache/tools.
-UV="$(command -v uv || true)"
-if [ -z "$UV" ]; then
-  if [ ! -x .cache/tools/bin/uv ]; then
-    "$PYTHON" -m venv .cache/tools
-    .cache/tools/bin/pip install -q uv
-  fi
-  UV=.cache/tools/bin/uv
-fi
+# uv: from PATH, else the private copy under .cache/tools (the one setup-env.sh uses too).
+source deploy/local/uv.sh
 
 stamp="$VENV/.avrec-installed"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "checkov==$CHECKOV_VERSION" ] && [ -x "$VENV/bin/checkov" ]; then

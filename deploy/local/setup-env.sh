@@ -49,15 +49,8 @@ if [ ${#need_browser[@]} -gt 0 ]; then
   fi
 fi
 
-# uv: from PATH, else a private copy under .cache/tools (nothing global is changed).
-UV="$(command -v uv || true)"
-if [ -z "$UV" ]; then
-  if [ ! -x .cache/tools/bin/uv ]; then
-    "$PYTHON" -m venv .cache/tools
-    .cache/tools/bin/pip install -q uv
-  fi
-  UV=.cache/tools/bin/uv
-fi
+# uv: from PATH, else the private copy under .cache/tools (the one setup-env.sh uses too).
+source deploy/local/uv.sh
 
 stamp=.venv/.avrec-installed
 want="$(cat deploy/requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
