@@ -584,7 +584,7 @@ def _explore(pool: _Pool, picked: list[int], k: int, cfg: RankingSettings, unexp
     rows = [j for j in np.flatnonzero(fresh).tolist() if j not in chosen]
     if not rows:
         return {}
-    sim = pool.sim if pool.sim is not None else None
+    sim = pool.sim
     key = (lambda j: (-_nan_last(float(sim[j])), -pool.norm["fresh"][j], pool.ids[j])) if sim is not None \
         else (lambda j: (-pool.norm["fresh"][j], pool.ids[j]))
     return {j: r for r, j in enumerate(sorted(rows, key=key)[:need])}
