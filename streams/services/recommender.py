@@ -20,6 +20,7 @@ from streams import topics
 from streams.ranking import (Candidates, RecommendedItem, UserState, gather_candidates, history_ids, recommend,
                             user_vector)
 from streams.ranking.ann_cache import AnnCache
+from streams.ranking.candidates import unexplored
 from streams.ranking.explain import explain_items
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import Recommendation
@@ -234,8 +235,9 @@ class Recommender:
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
         wanted.update(ann.warm)
+        explore = unexplored(fresh, ctx.cooc, cfg)  # the chunk's, not each user's: it depends on fresh only
         for user, state in users.items():
-            cand = gather_candidates(state, ctx.cooc, cfg, ann.hits.get(user, []), fresh, trending)
+            cand = gather_candidates(state, ctx.cooc, cfg, ann.hits.get(user, []), fresh, trending, explore)
             per_user[user] = cand
             wanted.update(i for i, _ in cand.ann)
             wanted.update(i for i, _ in cand.cooc)
