@@ -36,6 +36,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import uuid
 from argparse import Namespace
@@ -47,7 +48,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.interactions import bench_setup, load_catalogue, measure, mode_env, run_floor, saturate  # noqa: E402
+from bench.interactions import bench_setup, load_catalogue, measure, mode_env, profiler, run_floor, saturate  # noqa: E402
 from bench.report import emit  # noqa: E402
 from bench.scaleout import load_items, movielens_log  # noqa: E402
 from tests.workerproc import WorkerProcess  # noqa: E402
@@ -164,8 +165,14 @@ def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, lo
             fh.seek(log_from)
             out["saturation"]["batches"] = batch_profile(fh.read().decode(errors="replace"))
         if phases["paced"]:
-            out["paced"] = measure(s.kafka, topic_in, topic_out, id_of, phases["paced"], args.paced_rate,
-                                   args.drain_s, keep_going=w.alive)
+            spy = profiler(args, w, log_dir / f"profile-realistic-{name}-paced.txt")
+            try:
+                out["paced"] = measure(s.kafka, topic_in, topic_out, id_of, phases["paced"], args.paced_rate,
+                                       args.drain_s, keep_going=w.alive)
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its report on SIGINT
+                    spy.wait(timeout=30)
             out["paced"]["offered_rate"] = args.paced_rate
         out["worker_alive"] = w.alive()
         return out
@@ -208,7 +215,7 @@ def main() -> None:
     p.add_argument("--workloads", default="floor,ml100k,zipf")
     p.add_argument("--json-out")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy the worker during each saturation phase (profile-realistic-*.txt beside the logs)")
+                   help="py-spy the worker during each saturation and paced phase (profile-realistic-*.txt beside the logs)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     unique, base_env, log_dir = bench_setup("real", args.catalogue)

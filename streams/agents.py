@@ -80,6 +80,8 @@ async def process_interactions(stream):
             await asyncio.wait_for(ctx.mirror.drain(), timeout=_w.retry_max_s * 2)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             log.warning("stopped before the last user vectors reached Milvus; they heal on each user's next event")
+        if ctx.ops_producer is not None:  # every record on it was awaited: nothing is left to deliver
+            await ctx.ops_producer.stop()
 
 
 @app.agent(topics.item_commands, name="item-owner")

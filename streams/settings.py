@@ -361,6 +361,10 @@ class WorkerSettings(BaseModel):
     item_state_wait_s: float = Field(default=5.0, gt=0)
     # How long the replica's fetch waits at the broker for new records (latency vs idle requests).
     replica_fetch_wait_ms: int = Field(default=5, ge=0)
+    # How long a batch's item ops may wait for the broker's ack (streams/items/ops_producer.py) before
+    # the batch fails: Faust's producer_request_timeout, so a Kafka outage holds the batch, as it holds
+    # the lists and the state changelog, instead of dead-lettering it.
+    item_ops_request_timeout_s: float = Field(default=1200.0, gt=0)
     # Interactions whose item is not in the catalogue yet are parked with the item's owner and applied
     # when the upload lands; past this wait they go to the dead-letter topic (stage unknown_item).
     park_max_wait_s: float = Field(default=300.0, gt=0)

@@ -40,6 +40,10 @@ class ItemReplica:
         self.partitions = settings.kafka.item_partitions
         self.log_tps = [TopicPartition(self.log_topic, p) for p in range(self.partitions)]
         self._consumer: AIOKafkaConsumer | None = None
+        # Asks where partitions end, on a connection of its own: a broker answers one connection's
+        # requests in order, so on the reading consumer's the question would wait behind its fetch
+        # parked at the broker for up to replica_fetch_wait_ms (every batch's barrier paid that).
+        self._offsets: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._advanced = asyncio.Event()
         self.records = 0
@@ -56,6 +60,8 @@ class ItemReplica:
         t0 = time.perf_counter()
         consumer = self._consumer = self._new_consumer()
         await consumer.start()
+        self._offsets = self._new_consumer()
+        await self._offsets.start()
         snapshots = await self._read_snapshots(consumer)
         self.store.finish_load()
         starts = await consumer.beginning_offsets(self.log_tps)
@@ -121,8 +127,8 @@ class ItemReplica:
 
     async def end_offsets(self) -> dict[int, int]:
         """Where each item-deltas partition ends now (one request to the broker)."""
-        assert self._consumer is not None
-        end = await self._consumer.end_offsets(self.log_tps)
+        assert self._offsets is not None
+        end = await self._offsets.end_offsets(self.log_tps)
         return {tp.partition: off for tp, off in end.items()}
 
     def behind(self, targets: dict[int, int]) -> int:
@@ -153,9 +159,9 @@ class ItemReplica:
 
     async def user_topic_end(self, topic: str, partition: int) -> int:
         """Where a partition of another topic ends now (forget-me marks the user's events before it)."""
-        assert self._consumer is not None
+        assert self._offsets is not None
         tp = TopicPartition(topic, partition)
-        return (await self._consumer.end_offsets([tp]))[tp]
+        return (await self._offsets.end_offsets([tp]))[tp]
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -164,5 +170,6 @@ class ItemReplica:
                 await self._task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
                 pass
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in (self._consumer, self._offsets):
+            if consumer is not None:
+                await consumer.stop()

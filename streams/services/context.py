@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from encoders.client import TritonClient
 from encoders.media import MediaResolver
 from streams.log_filters import limit_repeats
+from streams.items.ops_producer import ItemOpsProducer
 from streams.items.replica import ItemReplica
 from streams.items.store import ItemStore
 from streams.ranking import CoOccurrence, DecayedCounter
@@ -45,6 +46,9 @@ class WorkerContext:
     # ranks say made them (settings.model_version, plus the ranker's fingerprint). One object, swapped
     # whole when a refitted ranker is reloaded (streams/services/ranker_reload.py).
     active: ActiveRanker = ActiveRanker(None, "")
+    # The user agent's item ops and parks go out on a connection of their own (see ops_producer.py);
+    # None (contexts built by hand in tests): on Faust's producer.
+    ops_producer: ItemOpsProducer | None = None
     # Called with the context after ``active`` changes (a ranker hot reload): the model info metric.
     on_model_change: Callable[[WorkerContext], None] | None = None
     # Background tasks (streams/services/gc_policy.py, ranker_reload.py); held here because the event
@@ -95,6 +99,7 @@ class WorkerContext:
             media_slots=asyncio.Semaphore(settings.worker.media_workers),
             mirror=UserVectorMirror(users, settings.worker),
             active=ActiveRanker.of(settings.model_version, load_ranker(settings.ranking)),
+            ops_producer=ItemOpsProducer(settings),
         )
 
 

@@ -99,6 +99,7 @@ class InteractionProcessor:
         self.ctx = ctx
         self.recommender = recommender
         self.stats = BatchStats("interactions", ctx.settings.worker.stats_every_s)
+        recommender.stats = self.stats
         k = ctx.settings.kafka
         self.interactions_topic = k.topics.interactions.name
         self.impressions_topic = k.topics.impressions.name
@@ -306,19 +307,28 @@ class InteractionProcessor:
         per_partition: dict[int, list[wire.SourcedOp]] = defaultdict(list)
         for s in b.ops:
             per_partition[partition_for(s.op.item.encode(), n)].append(s)
+        send = self._send_item_record
         sent = []  # each send's delivery future
         for q, ops in sorted(per_partition.items()):
-            sent.append(await topics.item_deltas.send(key=None, value=wire.encode_ops(ops), partition=q))
+            sent.append(await send(topics.item_deltas, wire.encode_ops(ops), q))
         now = time.time()
         for e in b.parks:
             key = e.it.item_id.encode()
-            sent.append(await topics.item_commands.send(key=key, partition=partition_for(key, n), value=wire.encode_park(
+            sent.append(await send(topics.item_commands, wire.encode_park(
                 e.raw, e.it.item_id, e.it.user_id, e.it.event_id, e.origin_topic, e.origin_partition, e.origin,
-                e.parked_at or now)))
+                e.parked_at or now), partition_for(key, n), key))
         # Acked by the broker before any state that implies them is written. These records' acks only,
         # not a producer flush: that would also wait for everything else in flight (lists, changelogs).
         if sent:
             await asyncio.gather(*sent)
+
+    async def _send_item_record(self, topic, value: bytes, partition: int, key: bytes | None = None):
+        """Queue one item-ops or park record; its delivery future. On the item-ops producer where the
+        context has one (streams/items/ops_producer.py: not behind the lists in flight), else Faust's."""
+        producer = self.ctx.ops_producer
+        if producer is None:
+            return await topic.send(key=key, value=value, partition=partition)
+        return await producer.send(topic.get_topic_name(), value, partition, key)
 
     def _write_states(self, b: _Batch) -> None:
         for user in {*b.touched, *b.forgotten, *b.impressed}:
@@ -366,9 +376,10 @@ class InteractionProcessor:
 
     async def _publish_lists(self, todo: dict[str, Touched], now: float, early: EarlySearch | None = None) -> None:
         async for group in self.recommender.iter_lists({u: t.state for u, t in todo.items()}, now, early):
-            for user, ranked in group.items():
-                t = todo.pop(user)
-                await self.recommender.publish(user, ranked, t.event_id, t.ts)
+            with self.stats.stage("lists: publish"):
+                for user, ranked in group.items():
+                    t = todo.pop(user)
+                    await self.recommender.publish(user, ranked, t.event_id, t.ts)
 
     async def _refresh(self, b: _Batch) -> None:
         """New-content fan-out: refresh the lists of users the batch did not already re-rank."""

@@ -9,6 +9,7 @@ A user whose stored search still provably gives the same answer skips Milvus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Container, Sequence
@@ -27,6 +28,7 @@ from streams.records import Recommendation
 from streams.records import RecommendedItem as RecommendedRecord
 from streams.records import encode
 from streams.services.context import WorkerContext
+from streams.services.stats import BatchStats
 from streams.settings import WebSettings, WorkerSettings
 from streams.web.list_stats import list_metrics
 from streams.web.metrics import ANN_CACHE_LOOKUPS
@@ -116,6 +118,12 @@ class Recommender:
         self._ann_min_history = _worker_setting(ctx, "ann_cache_min_history")
         self._ann_hit = ANN_CACHE_LOOKUPS.labels("hit")
         self._ann_miss = ANN_CACHE_LOOKUPS.labels("miss")
+        # The user agent's stats (streams/services/stats.py): where a batch's "lists" stage goes.
+        self.stats: BatchStats | None = None
+
+    def _part(self, name: str):
+        """Time a part of the "lists" stage in :attr:`stats` (nothing without stats)."""
+        return self.stats.stage(f"lists: {name}") if self.stats is not None else contextlib.nullcontext()
 
     @staticmethod
     def _make_ann_cache(ctx: WorkerContext) -> AnnCache | None:
@@ -171,15 +179,22 @@ class Recommender:
         trending = self.ctx.trending.top(self.cfg.trending_candidates, now)
         pending = early.task if early is not None else \
             asyncio.ensure_future(self._search({u: users[u] for u in groups[0]}))
+        searched = pending
         try:
             for n, group in enumerate(groups):
-                ann = await pending
-                if n + 1 < len(groups):
-                    pending = asyncio.ensure_future(self._search({u: users[u] for u in groups[n + 1]}))
-                yield await self._rank({u: users[u] for u in group}, ann, fresh, trending, now)
+                searched = pending
+                if n + 1 < len(groups):  # Milvus takes the searches one after the other, as before
+                    pending = asyncio.ensure_future(self._search_after(searched, {u: users[u] for u in groups[n + 1]}))
+                yield await self._rank({u: users[u] for u in group}, searched, fresh, trending, now)
         finally:
-            # Ranking chunk n failed (or the caller stopped early) while chunk n+1's search was in flight.
+            # Ranking chunk n failed (or the caller stopped early) while its search or chunk n+1's was in flight.
+            _abandon(searched, "search failed after its batch was abandoned")
             _abandon(pending, "prefetched search failed after its batch was abandoned")
+
+    async def _search_after(self, first: asyncio.Future, users: dict[str, UserState | None]) -> _Ann:
+        """:meth:`_search` of ``users`` once ``first`` is done, whatever its outcome (its awaiter reads it)."""
+        await asyncio.wait([first])
+        return await self._search(users)
 
     async def _search(self, users: dict[str, UserState | None]) -> _Ann:
         """Each user's N = ``ann_candidates`` best content candidates: from the candidate cache where it
@@ -229,30 +244,40 @@ class Recommender:
             return None
         return self.ctx.cache.vectors_of(ids)
 
-    async def _rank(self, users: dict[str, UserState | None], ann: _Ann,
+    async def _rank(self, users: dict[str, UserState | None], searched: asyncio.Future,
                     fresh: list, trending: list, now: float) -> dict[str, RankedList]:
+        """The chunk's lists. ``searched``: its ANN search, still running in Milvus while the other
+        sources are gathered here (co-occurrence scoring does not need the hits; it is a good part
+        of a long-history user's list), awaited only when the hits are needed."""
         ctx, cfg = self.ctx, self.cfg
         per_user: dict[str, Candidates] = {}
         wanted: set[str] = {i for i, _ in fresh} | {i for i, _ in trending}
-        wanted.update(ann.warm)
         explore = unexplored(fresh, ctx.cooc, cfg)  # the chunk's, not each user's: it depends on fresh only
-        for user, state in users.items():
-            cand = gather_candidates(state, ctx.cooc, cfg, ann.hits.get(user, []), fresh, trending, explore)
-            per_user[user] = cand
+        with self._part("gather"):
+            for user, state in users.items():
+                cand = gather_candidates(state, ctx.cooc, cfg, (), fresh, trending, explore)
+                per_user[user] = cand
+                wanted.update(i for i, _ in cand.cooc)
+                wanted.update(history_ids(state))
+        with self._part("search wait"):
+            ann = await searched
+        wanted.update(ann.warm)
+        for user, cand in per_user.items():
+            cand.ann = list(ann.hits.get(user, ()))  # what gather_candidates would have made of them
             wanted.update(i for i, _ in cand.ann)
-            wanted.update(i for i, _ in cand.cooc)
-            wanted.update(history_ids(state))
-        items = await ctx.cache.get_many(wanted)
+        with self._part("items"):
+            items = await ctx.cache.get_many(wanted)
         takedowns = ctx.takedowns
         # One model for the whole chunk, even if a reload swaps ctx.active meanwhile.
         active = ctx.active
         out: dict[str, RankedList] = {}
-        for user, cand in per_user.items():
-            learned = self._learned(active.ranker, users[user], cand, items, now, takedowns)
-            recs = recommend(users[user], cand, items, now, cfg, taken_down=takedowns, learned=learned)
-            # A list the ranker failed on was ranked by the blend: say so.
-            version = active.model_version if learned is not None else ctx.settings.model_version
-            out[user] = RankedList(recs, version)
+        with self._part("rank"):
+            for user, cand in per_user.items():
+                learned = self._learned(active.ranker, users[user], cand, items, now, takedowns)
+                recs = recommend(users[user], cand, items, now, cfg, taken_down=takedowns, learned=learned)
+                # A list the ranker failed on was ranked by the blend: say so.
+                version = active.model_version if learned is not None else ctx.settings.model_version
+                out[user] = RankedList(recs, version)
         return out
 
     def _learned(self, ranker: LinearRanker | None, state: UserState | None, cand: Candidates, items: dict,

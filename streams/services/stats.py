@@ -5,6 +5,10 @@ Operators see throughput and the per-stage split without a profiler, e.g.
 search 9.8, rank 12.0, publish 1.2; per batch: lists 3.8, item fetches 0.4``.
 The benchmark reads the same line; the counts say why a batch costs what it does
 (a list per event when users rarely repeat within a batch, a cold item cache).
+A second line names the period's slowest batch and its stages: a latency tail
+is usually a few slow batches, and their split says which round trip stalled.
+A stage named ``"outer: part"`` is a part of stage ``outer`` (e.g. ``lists:
+search wait``): reported like the others, not added again to a batch's time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class BatchStats:
         self._events = 0
         self._stage_s: dict[str, float] = defaultdict(float)
         self._counts: dict[str, int] = defaultdict(int)
+        self._batch_s: dict[str, float] = defaultdict(float)  # the current batch's stages
+        self._slowest: tuple[float, dict[str, float], int] = (0.0, {}, 0)  # (seconds, stages, events)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -37,7 +43,9 @@ class BatchStats:
         try:
             yield
         finally:
-            self._stage_s[name] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self._stage_s[name] += took
+            self._batch_s[name] += took
 
     def count(self, name: str, n: int) -> None:
         """Add ``n`` to the counter ``name`` (reported per batch, e.g. lists ranked)."""
@@ -46,6 +54,10 @@ class BatchStats:
     def batch_done(self, events: int) -> None:
         self._batches += 1
         self._events += events
+        took = sum(v for k, v in self._batch_s.items() if ": " not in k)  # parts are inside their stage
+        if took > self._slowest[0]:
+            self._slowest = (took, dict(self._batch_s), events)
+        self._batch_s.clear()
         now = time.monotonic()
         span = now - self._since
         if span >= self.every_s:
@@ -54,4 +66,8 @@ class BatchStats:
             log.info("%s: %.0f events/s over %.1fs (%d batches, %.1f events each); per batch ms: %s%s",
                      self.name, self._events / span, span, self._batches, self._events / self._batches, per_batch,
                      f"; per batch: {counts}" if counts else "")
+            took, stages, n = self._slowest
+            if took > 0:
+                split = ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+                log.info("%s: slowest batch %.1f ms (%d events): %s", self.name, took * 1000, n, split)
             self._reset(now)

@@ -80,3 +80,38 @@ def test_produce_consume_round_trip_through_a_consumer_group(stack, settings, un
     committed = sum(probe.committed(TopicPartition(topic, p)) or 0 for p in range(3))
     probe.close()
     assert committed == len(sent)
+
+
+async def test_item_ops_producer_delivers_in_order_and_restarts_after_stop(stack, settings, unique):
+    """The user agent's own producer (streams/items/ops_producer.py): each send's future resolves once
+    the broker has the record, at consecutive offsets in send order; after stop() it starts again."""
+    from streams.items.ops_producer import ItemOpsProducer
+
+    spec = TopicSpec(name=f"ops-{unique}", partitions=2)
+    ensure_topics(settings.kafka, [spec])
+    producer = ItemOpsProducer(settings)
+    try:
+        sent = [await producer.send(spec.name, f"op-{n}".encode(), partition=1) for n in range(5)]
+        parked = await producer.send(spec.name, b"park", partition=0, key=b"item-7")
+        acks = [await f for f in sent]
+        assert [(m.partition, m.offset) for m in acks] == [(1, n) for n in range(5)]
+        assert (await parked).partition == 0
+        await producer.stop()
+        again = await (await producer.send(spec.name, b"op-5", partition=1))  # started on demand
+        assert again.offset == 5
+    finally:
+        await producer.stop()
+    consumer = KafkaConsumer(**settings.kafka.kafka_python_config(), enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    try:
+        consumer.assign([TopicPartition(spec.name, 0), TopicPartition(spec.name, 1)])
+        got: dict[int, list] = {0: [], 1: []}
+        deadline = time.monotonic() + 20
+        while len(got[1]) < 6 or not got[0]:
+            assert time.monotonic() < deadline, got
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                got[tp.partition].extend((r.key, r.value) for r in records)
+    finally:
+        consumer.close()
+    assert got[1] == [(None, f"op-{n}".encode()) for n in range(6)]
+    assert got[0] == [(b"item-7", b"park")]

@@ -235,3 +235,77 @@ async def test_an_early_search_serves_the_first_chunk_and_a_stale_one_is_discard
     assert sorted(n for n, _ in ctx.items.calls) == [1, 1, 1, 2, 2]
     assert {u: [r.item_id for r in v.items] for u, v in got2.items()} == \
         {u: [r.item_id for r in v.items] for u, v in expected.items()}
+
+
+async def test_a_chunks_candidates_are_gathered_while_its_search_runs():
+    """Co-occurrence scoring needs no ANN hit, so a chunk's other sources are gathered while its search
+    is still in Milvus; the hits join afterwards and the lists are the same as searched-then-gathered."""
+    import threading
+
+    ctx, x, ids = _ann_context(cache_users=0)
+    cfg = ctx.settings.ranking
+    users = {}
+    for u in range(3):
+        users[f"u{u}"] = state = UserState()
+        for t in range(12):
+            j = (u * 97 + t * 13) % len(ids)
+            ctx.cooc.add([ids[(u * 97 + s * 13) % len(ids)] for s in range(t)], ids[j])  # real rows to score
+            apply_interaction(state, f"e{u}-{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    rec = Recommender(ctx)
+    expected = await rec.lists_for(users, now=50.0)
+
+    gathered = threading.Event()
+    seen_while_searching: list[bool] = []
+    search = ctx.items.search_ids
+
+    def slow_search(vectors, k):  # in the worker thread: waits (bounded) for the chunk's gathering
+        seen_while_searching.append(gathered.wait(timeout=5.0))
+        gathered.clear()
+        return search(vectors, k)
+
+    score = ctx.cooc.score_candidates_explained
+
+    def scoring(*args, **kwargs):
+        gathered.set()
+        return score(*args, **kwargs)
+
+    ctx.items.search_ids = slow_search
+    ctx.cooc.score_candidates_explained = scoring
+    got = await rec.lists_for(users, now=50.0)
+    assert seen_while_searching == [True, True]  # both chunks (search_chunk 2): gathered during the search
+    assert {u: [r.item_id for r in v.items] for u, v in got.items()} == \
+        {u: [r.item_id for r in v.items] for u, v in expected.items()}
+
+
+async def test_a_failure_while_gathering_leaves_no_search_unread():
+    """Gathering chunk 1's candidates fails while its search (and chunk 2's, chained after it) fail
+    too: the gathering error propagates, and asyncio reports no "exception was never retrieved"."""
+    ctx, x, ids = _ann_context(cache_users=0)
+    cfg = ctx.settings.ranking
+    ctx.settings.worker.search_chunk = 1
+
+    def failing_search(vectors, k):
+        raise RuntimeError("search failed")
+
+    def failing_scoring(*args, **kwargs):
+        raise ValueError("gathering failed")
+
+    ctx.items.search_ids = failing_search
+    ctx.cooc.score_candidates_explained = failing_scoring
+    users = {}
+    for u in range(2):
+        users[f"u{u}"] = state = UserState()
+        apply_interaction(state, f"e{u}", ids[u], x[u], "like", None, 1.0, cfg)
+    unretrieved = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        with pytest.raises(ValueError, match="gathering failed"):
+            await Recommender(ctx).lists_for(users, now=2.0)
+        await asyncio.sleep(0.1)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert unretrieved == []
