@@ -55,6 +55,7 @@ def run_worker(loglevel: str = "info") -> None:
 
     mode.loop.use(loop)
     limit_blas_threads(settings.worker.blas_threads)
+    set_gil_switch_interval(settings.worker.gil_switch_interval_ms)
     # A ranker file that cannot be read fails the worker here, before it joins the group,
     # with the file and the fix named (the context loads it again when the agents start).
     from streams.ranking.learned import LinearRanker
@@ -88,6 +89,13 @@ def limit_blas_threads(n: int) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(n, user_api="blas")
+
+
+def set_gil_switch_interval(ms: float) -> None:
+    """How long a thread may hold the GIL while another waits for it (0: leave CPython's default):
+    see ``WorkerSettings.gil_switch_interval_ms`` for why the worker shortens it."""
+    if ms > 0:
+        sys.setswitchinterval(ms / 1000.0)
 
 
 def blas_threads() -> int | None:

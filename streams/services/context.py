@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,7 +121,7 @@ async def get_context() -> WorkerContext:
             from streams.items.owner import start_ticks  # the owner agent's module imports the app
 
             _context.tick_task = start_ticks(_context)
-            log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s)",
-                     _context.settings.triton.url, _context.settings.milvus.uri,
-                     type(asyncio.get_running_loop()).__module__, blas_threads())
+            log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s, GIL switch "
+                     "interval %.1f ms)", _context.settings.triton.url, _context.settings.milvus.uri,
+                     type(asyncio.get_running_loop()).__module__, blas_threads(), sys.getswitchinterval() * 1000)
     return _context
