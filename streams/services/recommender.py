@@ -24,9 +24,7 @@ from streams.ranking.ann_cache import AnnCache
 from streams.ranking.candidates import unexplored
 from streams.ranking.explain import explain_items
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
-from streams.records import Recommendation
-from streams.records import RecommendedItem as RecommendedRecord
-from streams.records import encode
+from streams.records import encode_list
 from streams.services.context import WorkerContext
 from streams.services.stats import BatchStats
 from streams.settings import WebSettings, WorkerSettings
@@ -347,15 +345,10 @@ class Recommender:
         return "rrf" if self.cfg.fusion == "rrf" else "weighted"
 
     async def publish(self, user_id: str, ranked: RankedList, source_event_id: str, event_ts: float) -> None:
-        record = Recommendation(
-            user_id=user_id,
-            items=[RecommendedRecord(item_id=r.item_id, score=round(r.score, 6), reasons=r.reasons)
-                   for r in ranked.items],
-            model_version=ranked.model_version,
-            source_event_id=source_event_id,
-            event_ts=event_ts,
-            produced_at=time.time(),
-        )
-        await topics.recommendations.send(key=user_id.encode(), value=encode(record))
+        """Send the user's list (a ``Recommendation`` record, encoded without building its models)."""
+        produced_at = time.time()
+        value = encode_list(user_id, [(r.item_id, round(r.score, 6), r.reasons) for r in ranked.items],
+                            ranked.model_version, source_event_id, event_ts, produced_at)
+        await topics.recommendations.send(key=user_id.encode(), value=value)
         # Counted once the producer has the list: lists out, freshness, coverage and cold-start share.
-        self._lists.published(self._topic, ranked.items, event_ts, record.produced_at)
+        self._lists.published(self._topic, ranked.items, event_ts, produced_at)

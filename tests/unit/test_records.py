@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import random
 import time
 
 import orjson
@@ -352,3 +353,57 @@ def test_watch_ratio():
 def test_record_error_is_an_avrec_error():
     err = RecordError("validate", "title: too long", ["title"])
     assert isinstance(err, AvrecError) and err.stage == "validate" and err.reason == "title: too long"
+
+
+# -- encode_list: the worker's lists without building the models ------------------------------
+
+
+def _both(user_id, items, model_version="v1", source_event_id="e1", event_ts=1_700_000_000.0,
+          produced_at=None):
+    """(encode_list's bytes or its ValueError, encode(Recommendation(...))'s bytes or its ValueError)."""
+    from streams.records import Recommendation, RecommendedItem, encode, encode_list
+
+    produced_at = time.time() if produced_at is None else produced_at
+    out = []
+    try:
+        out.append(encode_list(user_id, items, model_version, source_event_id, event_ts, produced_at))
+    except ValueError as exc:
+        out.append(exc)
+    try:
+        out.append(encode(Recommendation(
+            user_id=user_id, items=[RecommendedItem(item_id=i, score=s, reasons=r) for i, s, r in items],
+            model_version=model_version, source_event_id=source_event_id, event_ts=event_ts,
+            produced_at=produced_at)))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        out.append(exc)
+    return out
+
+
+def test_encode_list_gives_the_models_bytes():
+    rng = random.Random(7)
+    titles = ["Toy Story (1995)", "Amélie", "千と千尋の神隠し", "a \"quoted\" title", "tab\tin title", "x" * 60]
+    for n in range(200):
+        items = [(f"item-{rng.randrange(10**6)}", round(rng.uniform(-1, 3), 6),
+                  [f"because you liked {rng.choice(titles)}" for _ in range(rng.randrange(0, 4))])
+                 for _ in range(rng.randrange(0, 25))]
+        fast, model = _both(f"user-{n}", items, event_ts=rng.choice([1_700_000_000.5, 1_700_000_001]))
+        assert fast == model
+    # A score that is an int and an id of any printable Unicode are the model's too.
+    fast, model = _both("ユーザー", [("café-1", 1, ["new upload: exploring"])])
+    assert fast == model
+
+
+@pytest.mark.parametrize("bad", [
+    dict(user_id=""), dict(user_id="a'b"), dict(user_id="x\x07"), dict(user_id="u" * 129),
+    dict(items=[("", 0.5, [])]), dict(items=[("i\\1", 0.5, [])]), dict(items=[("i1", float("nan"), [])]),
+    dict(items=[("i1", float("inf"), [])]), dict(items=[("i1", 0.5, ["r"] * 17)]),
+    dict(items=[("i1", 0.5, ["r" * 1001])]), dict(items=[(f"i{k}", 0.5, []) for k in range(1001)]),
+    dict(model_version=" "), dict(source_event_id="e\n1"), dict(event_ts=0.0), dict(event_ts=float("nan")),
+    dict(event_ts=time.time() + 2 * 86400), dict(produced_at=-1.0),
+])
+def test_encode_list_refuses_what_the_model_refuses(bad):
+    args = dict(user_id="u1", items=[("i1", 0.5, ["because"])])
+    args.update(bad)
+    fast, model = _both(**args)
+    assert isinstance(model, ValueError), model
+    assert isinstance(fast, ValueError), fast
