@@ -55,7 +55,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         # Static membership: a restarted pod with the same id rejoins without a rebalance.
         consumer_group_instance_id=settings.worker.group_instance_id or None,
         producer_linger=0.001,
-        producer_max_batch_size=k.producer_batch_bytes,
     )
 
 

@@ -110,10 +110,6 @@ class KafkaSettings(BaseModel):
     # workers can share the item-keyed state's ownership. Chosen up front, like the input topics'
     # (docs/EVENTS.md, "Partitions"): a key's partition is its hash modulo this count.
     item_partitions: int = Field(default=8, ge=1)
-    # The worker producer's largest batch per partition (Faust's producer_max_batch_size, 16 KiB by
-    # default). aiokafka keeps one request in flight per broker, so a batch's lists (~1.5 KB each,
-    # ~200 of them in a Zipf batch) left in 16 KiB slices, one round trip after the other.
-    producer_batch_bytes: int = Field(default=16_384, ge=1024)
 
     @model_validator(mode="after")
     def _apply_prefix(self) -> "KafkaSettings":
