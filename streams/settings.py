@@ -320,8 +320,8 @@ class WorkerSettings(BaseModel):
     # CPython's GIL switch interval in the worker, ms (sys.setswitchinterval; 0 = leave Python's 5 ms).
     # A Milvus search or fetch runs in a thread that needs the GIL to build its request and to read
     # the answer; while the event loop ranks, each hand-over waited up to the interval: a 3-user
-    # search took 11.2 ms with a busy main thread, against 2.1 ms alone and 3.4 ms at 0.5 ms
-    # (docs/PERFORMANCE.md, "GIL hand-over").
+    # search took 10.9 ms beside a busy thread at 5 ms, 5.2 ms at 1 ms, 2.7 ms alone
+    # (bench/gil_handover.py; docs/PERFORMANCE.md, "GIL hand-over").
     gil_switch_interval_ms: float = Field(default=1.0, ge=0)
     # How often the worker checks AVREC_RANKING__RANKER_PATH for a refitted ranker and swaps it in
     # (streams/services/ranker_reload.py); 0 = load it once, at start.

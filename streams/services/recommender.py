@@ -204,7 +204,7 @@ class Recommender:
         n, cache = self.cfg.ann_candidates, self._ann_cache
         if cache is None or n <= 0:
             names = list(vectors)
-            hits = await self._search_ids(np.stack([vectors[u] for u in names]), n)
+            hits = await asyncio.to_thread(self.ctx.items.search_ids, np.stack([vectors[u] for u in names]), n)
             return _Ann(dict(zip(names, hits)))
         out: dict[str, list[tuple[str, float]]] = {}
         short: list[str] = []  # too short a history to gain from the cache: a plain limit-N search
@@ -226,14 +226,6 @@ class Recommender:
         for user, row in zip(names, hits):
             out[user] = cache.store(user, vectors[user], n, row)  # the N best: what a limit-N search gives
         return _Ann(out, frozenset(i for row in hits for i, _ in row))
-
-    async def _search_ids(self, vectors: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
-        """The item collection's search, on the loop where it can (no GIL hand-overs: raw_search.py),
-        else in a thread (collections built by hand in tests may only search synchronously)."""
-        items = self.ctx.items
-        if hasattr(items, "search_ids_async"):
-            return await items.search_ids_async(vectors, n)
-        return await asyncio.to_thread(items.search_ids, vectors, n)
 
     def _search_both(self, short: list[np.ndarray], deep: list[np.ndarray], n: int,
                      m: int) -> tuple[list[list[tuple[str, float]]], list[list[tuple[str, float]]]]:

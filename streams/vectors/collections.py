@@ -21,7 +21,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from streams.vectors.raw_search import search_ids, search_ids_async
+from streams.vectors.raw_search import search_ids
 
 from streams.exceptions import VectorStoreError
 
@@ -132,24 +132,6 @@ class ItemCollection:
         """
         return search_ids(self.client, self.name, "vector", vectors, limit,
                           "available == true" if only_available else "", self.timeout_s)
-
-    async def search_ids_async(self, vectors: np.ndarray, limit: int,
-                               only_available: bool = True) -> list[list[tuple[str, float]]]:
-        """:meth:`search_ids` on the running event loop, without a thread (raw_search.py says why);
-        errors and the ``observe`` hook as :meth:`search_ids`'s."""
-        observe = self.observe
-        t0 = time.perf_counter()
-        failed = True
-        try:
-            result = await search_ids_async(self.client, self.name, "vector", vectors, limit,
-                                            "available == true" if only_available else "", self.timeout_s)
-            failed = False
-            return result
-        except MilvusException as exc:
-            raise VectorStoreError(f"Milvus search items failed: {exc.message}") from exc
-        finally:
-            if observe is not None:
-                observe("search", time.perf_counter() - t0, failed)
 
     @_wrap("query fresh items", "query")
     def fresh(self, since_ms: int, limit: int) -> list[dict]:

@@ -100,35 +100,8 @@ def test_plain_id_search_matches_pymilvus_search(client, unique):
         # The exact top hit of an item's own vector is that item.
         assert items.search_ids(vecs[1:2], 1)[0][0][0] == "i1"
         assert items.search_ids(np.zeros((0, DIM), np.float32), 5) == []
-        # The worker's thread-free path (raw_search.search_ids_async) answers the same, several at once.
-        calls = []
-        items.observe = lambda op, seconds, failed: calls.append((op, failed))
-
-        async def both():
-            return await asyncio.gather(items.search_ids_async(queries, 20), items.search_ids_async(vecs[1:2], 1),
-                                        items.search_ids_async(np.zeros((0, DIM), np.float32), 5))
-
-        on_loop, own, empty = asyncio.run(both())
-        assert on_loop == fast and own[0][0][0] == "i1" and empty == []
-        assert calls == [("search", False)] * 3
     finally:
         items.drop()
-
-
-def test_thread_free_search_failures_are_vector_store_errors(client, unique):
-    """A search the server refuses (no such collection) fails as the threaded path does: a
-    VectorStoreError carrying Milvus' message, counted as a failed call; nothing hangs."""
-    from streams.exceptions import VectorStoreError
-
-    items = ItemCollection(client, f"missing_{unique}", DIM, timeout_s=30)
-    calls = []
-    items.observe = lambda op, seconds, failed: calls.append((op, failed))
-    with pytest.raises(VectorStoreError, match="search items failed") as threaded:
-        items.search_ids(_unit(np.random.default_rng(0), 1), 5)
-    with pytest.raises(VectorStoreError, match="search items failed") as on_loop:
-        asyncio.run(asyncio.wait_for(items.search_ids_async(_unit(np.random.default_rng(0), 1), 5), 60))
-    assert type(on_loop.value.__cause__) is type(threaded.value.__cause__)
-    assert calls == [("search", True)] * 2
 
 
 def test_user_mirror_coalesces_writes_and_never_writes_back_a_discarded_user(client, unique):
