@@ -40,20 +40,26 @@ async def test_iter_lists_reads_a_failed_prefetched_search_when_ranking_fails():
     for name in ("u1", "u2"):
         users[name] = state = UserState()
         apply_interaction(state, f"e-{name}", "i1", np.ones(4, dtype=np.float32), "like", None, 1.0, cfg)
+    assert await _unretrieved_after(Recommender(ctx).lists_for(users, now=2.0), "ranking failed") == []
+    assert Items.calls == 2  # chunk 2's search did run (and fail) before chunk 1's ranking gave up
+
+
+async def _unretrieved_after(lists, message: str) -> list:
+    """Await ``lists`` (it must raise a ValueError matching ``message``), let every task it left behind
+    finish and be collected: what asyncio then reports as "exception was never retrieved"."""
     unretrieved = []
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
     try:
-        with pytest.raises(ValueError, match="ranking failed"):
-            await Recommender(ctx).lists_for(users, now=2.0)
+        with pytest.raises(ValueError, match=message):
+            await lists
         await asyncio.sleep(0.1)
         gc.collect()
         await asyncio.sleep(0)
     finally:
         loop.set_exception_handler(previous)
-    assert Items.calls == 2  # chunk 2's search did run (and fail) before chunk 1's ranking gave up
-    assert unretrieved == []
+    return unretrieved
 
 
 def test_a_failing_learned_ranker_falls_back_to_the_blend_for_that_list(caplog):
@@ -202,17 +208,27 @@ async def test_a_short_history_is_searched_for_n_only_and_never_cached():
     assert len(rec.ann_cache) == 1 and rec.ann_cache.hits == 1
 
 
-async def test_an_early_search_serves_the_first_chunk_and_a_stale_one_is_discarded():
-    """search_early starts chunk 0's search ahead of the lists (the worker overlaps it with the item
-    ops): iter_lists uses it instead of searching again, and the lists are the ones it would rank."""
-    ctx, x, ids = _ann_context(cache_users=0)
+def _three_users(ctx, x, ids, cooc: bool = False) -> dict[str, UserState]:
+    """Three users who each liked 12 items (one topic walk each); ``cooc``: their histories feed the
+    co-occurrence rows too, so their lists have co-occurrence candidates to gather."""
     cfg = ctx.settings.ranking
     users = {}
     for u in range(3):
         users[f"u{u}"] = state = UserState()
         for t in range(12):
             j = (u * 97 + t * 13) % len(ids)
+            if cooc:
+                ctx.cooc.add([ids[(u * 97 + s * 13) % len(ids)] for s in range(t)], ids[j])
             apply_interaction(state, f"e{u}-{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    return users
+
+
+async def test_an_early_search_serves_the_first_chunk_and_a_stale_one_is_discarded():
+    """search_early starts chunk 0's search ahead of the lists (the worker overlaps it with the item
+    ops): iter_lists uses it instead of searching again, and the lists are the ones it would rank."""
+    ctx, x, ids = _ann_context(cache_users=0)
+    cfg = ctx.settings.ranking
+    users = _three_users(ctx, x, ids)
     rec = Recommender(ctx)
     expected = await rec.lists_for(users, now=50.0)
     ctx.items.calls.clear()
@@ -243,14 +259,7 @@ async def test_a_chunks_candidates_are_gathered_while_its_search_runs():
     import threading
 
     ctx, x, ids = _ann_context(cache_users=0)
-    cfg = ctx.settings.ranking
-    users = {}
-    for u in range(3):
-        users[f"u{u}"] = state = UserState()
-        for t in range(12):
-            j = (u * 97 + t * 13) % len(ids)
-            ctx.cooc.add([ids[(u * 97 + s * 13) % len(ids)] for s in range(t)], ids[j])  # real rows to score
-            apply_interaction(state, f"e{u}-{t}", ids[j], x[j], "like", None, 1.0 + t, cfg)
+    users = _three_users(ctx, x, ids, cooc=True)
     rec = Recommender(ctx)
     expected = await rec.lists_for(users, now=50.0)
 
@@ -296,16 +305,4 @@ async def test_a_failure_while_gathering_leaves_no_search_unread():
     for u in range(2):
         users[f"u{u}"] = state = UserState()
         apply_interaction(state, f"e{u}", ids[u], x[u], "like", None, 1.0, cfg)
-    unretrieved = []
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
-    try:
-        with pytest.raises(ValueError, match="gathering failed"):
-            await Recommender(ctx).lists_for(users, now=2.0)
-        await asyncio.sleep(0.1)
-        gc.collect()
-        await asyncio.sleep(0)
-    finally:
-        loop.set_exception_handler(previous)
-    assert unretrieved == []
+    assert await _unretrieved_after(Recommender(ctx).lists_for(users, now=2.0), "gathering failed") == []
