@@ -276,4 +276,11 @@ def test_worker_pins_blas_to_one_thread(worker, catalogue):
     """AVREC_WORKER__BLAS_THREADS=1 (the default) is in effect in the worker process,
     so small matrix products never wait on preempted BLAS helper threads."""
     ready, log_text = _context_ready_line(worker)
-    assert ready is not None and "BLAS threads 1)" in ready, ready or log_text[-2000:]
+    assert ready is not None and "BLAS threads 1," in ready, ready or log_text[-2000:]
+
+
+def test_worker_shortens_the_gil_switch_interval(worker, catalogue):
+    """AVREC_WORKER__GIL_SWITCH_INTERVAL_MS=1 (the default) is in effect in the worker process, so a
+    Milvus call's thread gets the GIL back within 1 ms of the loop's ranking (bench/gil_handover.py)."""
+    ready, log_text = _context_ready_line(worker)
+    assert ready is not None and "GIL switch interval 1.0 ms)" in ready, ready or log_text[-2000:]
