@@ -153,13 +153,16 @@ def _parse_ts(v: Any) -> Any:
 
 
 def _check_ts(v: float, info: ValidationInfo) -> float:
+    ctx = info.context or {}
+    return _check_unix_s(v, ctx.get("max_future_s", MAX_FUTURE_S), ctx.get("now"))
+
+
+def _check_unix_s(v: float, max_future: float | None = MAX_FUTURE_S, now: float | None = None) -> float:
+    """A timestamp's rules: finite, > 0, at most ``max_future`` seconds after ``now`` (None: no bound)."""
     if not math.isfinite(v):
         raise ValueError("must be a finite number")
     if v <= 0:
         raise ValueError(f"must be > 0 unix seconds (got {v})")
-    ctx = info.context or {}
-    max_future = ctx.get("max_future_s", MAX_FUTURE_S)
-    now = ctx.get("now")
     if max_future is not None:
         now = time.time() if now is None else now
         if v > now + max_future:
@@ -452,12 +455,12 @@ def encode_list(user_id: str, items: Sequence[tuple[str, float, list[str]]], mod
     """
     for name, value in (("user_id", user_id), ("model_version", model_version),
                         ("source_event_id", source_event_id)):
-        _checked(name, value, _check_id)
+        _checked_id(name, value)
     if len(items) > MAX_RECOMMENDED_ITEMS:
         raise ValueError(f"items: at most {MAX_RECOMMENDED_ITEMS} allowed (got {len(items)})")
     out = []
     for n, (item_id, score, reasons) in enumerate(items):
-        _checked(f"items.{n}.item_id", item_id, _check_id)
+        _checked_id(f"items.{n}.item_id", item_id)
         if not isinstance(score, (float, int)) or isinstance(score, bool) or not math.isfinite(score):
             raise ValueError(f"items.{n}.score: must be a finite number (got {score!r})")
         if len(reasons) > MAX_REASONS_PER_ITEM:
@@ -466,20 +469,24 @@ def encode_list(user_id: str, items: Sequence[tuple[str, float, list[str]]], mod
             if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
                 raise ValueError(f"items.{n}.reasons: each a string of at most {MAX_REASON_CHARS} characters")
         out.append({"item_id": item_id, "score": float(score), "reasons": list(reasons)})
-    now = time.time()
     for name, ts in (("event_ts", event_ts), ("produced_at", produced_at)):
-        if not isinstance(ts, (float, int)) or isinstance(ts, bool) or not math.isfinite(ts) or ts <= 0 \
-                or ts > now + MAX_FUTURE_S:
-            raise ValueError(f"{name}: must be finite unix seconds > 0, at most {MAX_FUTURE_S:.0f}s ahead "
-                             f"(got {ts!r})")
+        if not isinstance(ts, (float, int)) or isinstance(ts, bool):
+            raise ValueError(f"{name}: must be unix seconds (got {ts!r})")
+        _checked(name, ts, _check_unix_s)  # the model's Timestamp rules, default context
     return orjson.dumps({"user_id": user_id, "items": out, "model_version": model_version,
                          "source_event_id": source_event_id, "event_ts": float(event_ts),
                          "produced_at": float(produced_at)})
 
 
-def _checked(name: str, value: Any, check) -> None:
+def _checked_id(name: str, value: Any) -> None:
+    """An ``Id`` field's rules (strict: a str, then ``_check_id``), errors prefixed with ``name``."""
     if not isinstance(value, str):
         raise ValueError(f"{name}: must be a string (got {type(value).__name__})")
+    _checked(name, value, _check_id)
+
+
+def _checked(name: str, value: Any, check) -> None:
+    """``check(value)``, its ValueError prefixed with the field's ``name``."""
     try:
         check(value)
     except ValueError as exc:
