@@ -153,6 +153,9 @@ def summarize(sent: dict[str, float], received: dict[str, float], wall: float,
     # one spread over the phase is per-event cost.
     worst = sorted(zip(lat.tolist(), ids), reverse=True)[:10]
     in_worker = in_worker or {}
+    # Send -> the worker's send of the list, for the events whose own list answered them: the rest of
+    # the latency is the list's way back through Kafka to this generator.
+    own = np.array(list(in_worker.values())) if in_worker else None
     return {
         "worst": [[round(sent[i] - t0, 2), round(ms, 1),
                    round(in_worker[i], 1) if i in in_worker else None] for ms, i in worst],
@@ -161,6 +164,8 @@ def summarize(sent: dict[str, float], received: dict[str, float], wall: float,
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if done else None,
         "p95_ms": round(float(np.percentile(lat, 95)), 1) if done else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if done else None,
+        **({"to_list_sent_p50_ms": round(float(np.percentile(own, 50)), 1),
+            "to_list_sent_p99_ms": round(float(np.percentile(own, 99)), 1)} if own is not None else {}),
     }
 
 

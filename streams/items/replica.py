@@ -13,6 +13,12 @@ before that. A worker sends a batch's item ops (and waits for the broker's
 acks) before it ranks the batch's lists, so after the barrier a list sees its
 own batch and everything any worker had sent before it: in lock-step, exactly
 what the offline replay sees.
+
+A worker does not wait to read its own records back (``apply_own``): once the
+broker acked one at offset o, the store applies it at once if it has applied
+everything before o, exactly as the reader would have, and the reader skips it
+when it comes. Records of other workers in between are still read and applied
+first, in log order: a record is only ever applied at the store's position.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class ItemReplica:
         self._task: asyncio.Task | None = None
         self._advanced = asyncio.Event()
         self.records = 0
+        self.own_applied = 0  # own records applied on their ack (apply_own), not read back
         self.bootstrap_s = 0.0
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -106,12 +113,26 @@ class ItemReplica:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=5_000)
         store = self.store
         for tp, records in batches.items():
+            p = tp.partition
             for r in records:
-                store.apply(tp.partition, r.offset, r.value)
+                if r.offset >= store.position[p]:  # below: applied already (apply_own)
+                    store.apply(p, r.offset, r.value)
             self.records += len(records)
         if batches:
             self._advanced.set()
             self._advanced = asyncio.Event()
+
+    def apply_own(self, partition: int, offset: int, raw: bytes) -> bool:
+        """Apply this worker's record ``raw``, acked at ``offset`` of log ``partition``, without reading it
+        back, when it is the next record to apply; else (other records before it are not applied yet) the
+        reader applies it in its turn. True when applied here."""
+        if self.store.position[partition] != offset:
+            return False
+        self.store.apply(partition, offset, raw)
+        self.own_applied += 1
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+        return True
 
     async def _follow(self) -> None:
         while True:

@@ -110,6 +110,9 @@ class InteractionProcessor:
         self._slow_replica_logged_at = -float("inf")
 
     async def handle(self, events: list) -> None:
+        now = time.time()
+        # From each record's timestamp (its producer's clock, or the broker's): what no stage shows.
+        self.stats.queued([now - ts for ev in events if (ts := ev.message.timestamp)])
         try:
             await self._handle(events)
         finally:
@@ -199,9 +202,29 @@ class InteractionProcessor:
             stats.count("ann searched", ann.misses - ann_misses)
 
     async def _ops_states_lists(self, batch: _Batch, early: EarlySearch | None) -> None:
+        # Where the item log ends, asked while the batch's item ops go out rather than after their acks
+        # (one round trip less per batch): the barrier below waits for that end and for the batch's own
+        # ops, so a list still sees its batch and everything any worker had sent before it.
+        log_end = asyncio.ensure_future(self.ctx.replica.end_offsets()) \
+            if (batch.touched or batch.refresh) and self._consistent_reads else None
+        try:
+            await self._ops_states_lists_after(batch, early, log_end)
+        finally:
+            if log_end is not None:
+                if not log_end.done():
+                    log_end.cancel()  # the batch failed before its barrier
+                elif not log_end.cancelled() and (exc := log_end.exception()) is not None:
+                    log.debug("log end not used after the batch failed: %r", exc)
+
+    @property
+    def _consistent_reads(self) -> bool:
+        return self.ctx.settings.worker.item_state_reads == "consistent"
+
+    async def _ops_states_lists_after(self, batch: _Batch, early: EarlySearch | None,
+                                      log_end: asyncio.Future | None) -> None:
         stats = self.stats
         with stats.stage("item ops"):
-            await self._send_item_ops(batch)
+            own_end = await self._send_item_ops(batch)
             self._write_states(batch)
         online.count(batch.outcomes)  # the states that remember them are written
         if batch.forgotten:
@@ -209,7 +232,7 @@ class InteractionProcessor:
         if not batch.touched and not batch.refresh:
             return
         with stats.stage("replica"):
-            await self._replica_caught_up()
+            await self._replica_caught_up(log_end, own_end)
         misses = self.ctx.cache.misses
         with stats.stage("lists"):
             if batch.touched:
@@ -302,15 +325,20 @@ class InteractionProcessor:
         return b
 
     # -- 4. item ops, 5. states ----------------------------------------------------------------
-    async def _send_item_ops(self, b: _Batch) -> None:
+    async def _send_item_ops(self, b: _Batch) -> dict[int, int]:
+        """Send the batch's item ops and parked events, await the broker's acks, and apply the ops to the
+        replica at once where it can (``ItemReplica.apply_own``). Returns where the ops records end in
+        each item-deltas partition (the offset after the batch's record)."""
         n = self.item_partitions
         per_partition: dict[int, list[wire.SourcedOp]] = defaultdict(list)
         for s in b.ops:
             per_partition[partition_for(s.op.item.encode(), n)].append(s)
         send = self._send_item_record
-        sent = []  # each send's delivery future
+        ops_sent = []  # (value, delivery future) of each item-deltas record
         for q, ops in sorted(per_partition.items()):
-            sent.append(await send(topics.item_deltas, wire.encode_ops(ops), q))
+            value = wire.encode_ops(ops)
+            ops_sent.append((value, await send(topics.item_deltas, value, q)))
+        sent = [f for _, f in ops_sent]  # each send's delivery future
         now = time.time()
         for e in b.parks:
             key = e.it.item_id.encode()
@@ -319,8 +347,16 @@ class InteractionProcessor:
                 e.parked_at or now), partition_for(key, n), key))
         # Acked by the broker before any state that implies them is written. These records' acks only,
         # not a producer flush: that would also wait for everything else in flight (lists, changelogs).
-        if sent:
-            await asyncio.gather(*sent)
+        if not sent:
+            return {}
+        await asyncio.gather(*sent)
+        ends: dict[int, int] = {}
+        replica = self.ctx.replica
+        for value, fut in ops_sent:
+            md = fut.result()
+            ends[md.partition] = md.offset + 1
+            replica.apply_own(md.partition, md.offset, value)  # not read back from Kafka to rank with it
+        return ends
 
     async def _send_item_record(self, topic, value: bytes, partition: int, key: bytes | None = None):
         """Queue one item-ops or park record; its delivery future. On the item-ops producer where the
@@ -350,11 +386,16 @@ class InteractionProcessor:
             log.info("forgot user %s", user)
 
     # -- 6. lists ----------------------------------------------------------------------------
-    async def _replica_caught_up(self) -> None:
+    async def _replica_caught_up(self, log_end: asyncio.Future | None, own_end: dict[int, int]) -> None:
+        """Wait until the replica holds the log up to ``log_end`` (where it ended as the batch's item ops went
+        out) and the batch's own ops (``own_end``)."""
         w = self.ctx.settings.worker
-        if w.item_state_reads != "consistent":
+        if log_end is None:
             return
-        if not await self.ctx.replica.caught_up(timeout=w.item_state_wait_s):
+        targets = dict(await log_end)
+        for p, end in own_end.items():
+            targets[p] = max(targets.get(p, 0), end)
+        if not await self.ctx.replica.caught_up(timeout=w.item_state_wait_s, targets=targets):
             t = time.monotonic()
             if t - self._slow_replica_logged_at >= 60.0:
                 self._slow_replica_logged_at = t

@@ -9,6 +9,8 @@ A second line names the period's slowest batch and its stages: a latency tail
 is usually a few slow batches, and their split says which round trip stalled.
 A stage named ``"outer: part"`` is a part of stage ``outer`` (e.g. ``lists:
 search wait``): reported like the others, not added again to a batch's time.
+``queued`` adds how long the events waited before their batch began (from
+their Kafka timestamps): the part of an event's latency no stage shows.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class BatchStats:
         self._counts: dict[str, int] = defaultdict(int)
         self._batch_s: dict[str, float] = defaultdict(float)  # the current batch's stages
         self._slowest: tuple[float, dict[str, float], int] = (0.0, {}, 0)  # (seconds, stages, events)
+        self._queued = [0.0, 0, 0.0]  # seconds summed, events, the longest
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -51,6 +54,14 @@ class BatchStats:
         """Add ``n`` to the counter ``name`` (reported per batch, e.g. lists ranked)."""
         self._counts[name] += n
 
+    def queued(self, waits_s: list[float]) -> None:
+        """How long each of a batch's events waited, from its Kafka timestamp to the batch's start."""
+        if waits_s:
+            q = self._queued
+            q[0] += sum(waits_s)
+            q[1] += len(waits_s)
+            q[2] = max(q[2], max(waits_s))
+
     def batch_done(self, events: int) -> None:
         self._batches += 1
         self._events += events
@@ -63,9 +74,11 @@ class BatchStats:
         if span >= self.every_s:
             per_batch = ", ".join(f"{k} {v * 1000 / self._batches:.1f}" for k, v in self._stage_s.items())
             counts = ", ".join(f"{k} {v / self._batches:.1f}" for k, v in self._counts.items())
-            log.info("%s: %.0f events/s over %.1fs (%d batches, %.1f events each); per batch ms: %s%s",
+            total, n, longest = self._queued
+            queued = f"; queued ms: mean {total * 1000 / n:.1f}, max {longest * 1000:.1f}" if n else ""
+            log.info("%s: %.0f events/s over %.1fs (%d batches, %.1f events each); per batch ms: %s%s%s",
                      self.name, self._events / span, span, self._batches, self._events / self._batches, per_batch,
-                     f"; per batch: {counts}" if counts else "")
+                     f"; per batch: {counts}" if counts else "", queued)
             took, stages, n = self._slowest
             if took > 0:
                 split = ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))

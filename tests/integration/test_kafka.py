@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -115,3 +116,55 @@ async def test_item_ops_producer_delivers_in_order_and_restarts_after_stop(stack
         consumer.close()
     assert got[1] == [(None, f"op-{n}".encode()) for n in range(6)]
     assert got[0] == [(b"item-7", b"park")]
+
+
+async def test_replica_applies_its_own_acked_records_without_reading_them_back(stack, settings, unique):
+    """ItemReplica.apply_own (streams/items/replica.py): a record this worker sent is applied on its ack when
+    it is the next one in its partition; the reader then skips it (applied once). A record further ahead
+    is left to the reader, in log order."""
+    from streams.items import wire
+    from streams.items.ops_producer import ItemOpsProducer
+    from streams.items.replica import ItemReplica
+    from streams.items.store import ItemStore
+    from streams.ranking import UserState, new_cooccurrence
+    from streams.ranking.ingest import ingest_user
+
+    s = settings.model_copy(update={"app_id": f"replica-{unique}"})
+    ensure_topics(s.kafka, s.internal_topics())
+    cfg = s.ranking
+    cooc, user = new_cooccurrence(cfg), UserState()
+
+    def record(n: int, item: str) -> bytes:  # a user's n-th event as the user agent ships its item ops
+        ops = ingest_user(user, f"e{n}", item, None, "like", None, 1.7e9 + n, cfg, cooc)
+        assert ops
+        return wire.encode_ops([wire.SourcedOp("i0", n, op) for op in ops if op.item == "a"])
+
+    log_topic = f"{s.app_id}-item-deltas"
+    producer = ItemOpsProducer(s)
+    store = ItemStore(cfg, s.kafka.item_partitions)
+    replica = ItemReplica(s, store)
+    try:
+        first = record(0, "a")  # another worker's, in the log before this one starts
+        await (await producer.send(log_topic, first, partition=0))
+        await replica.start()
+        assert store.position[0] == 1 and replica.own_applied == 0
+        ours = record(1, "b")  # co-occurs with "a": changes a's row
+        md = await (await producer.send(log_topic, ours, partition=0))
+        assert md.offset == 1
+        assert replica.apply_own(0, 1, ours)  # the next record: applied on the ack
+        assert store.position[0] == 2 and "b" in store.cooc.counts["a"]
+        row = dict(store.cooc.counts["a"])
+        assert not replica.apply_own(0, 1, ours)  # applied already: not again
+        assert not replica.apply_own(0, 5, ours)  # records 2..4 not applied yet: the reader's turn
+        assert store.position[0] == 2
+        assert await replica.caught_up(timeout=20, targets={0: 2})
+        deadline = time.monotonic() + 20
+        while replica.records < 2:  # the reader fetches the record too, and skips it
+            assert time.monotonic() < deadline, "the replica never read its own record back"
+            await asyncio.sleep(0.05)
+        assert store.ops_skipped == 0  # skipped by offset, before its ops were even looked at
+        assert dict(store.cooc.counts["a"]) == row and store.position[0] == 2
+        assert replica.own_applied == 1
+    finally:
+        await replica.stop()
+        await producer.stop()
