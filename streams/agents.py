@@ -1,12 +1,9 @@
 """The Faust agents: thin loops that batch events and hand them to streams/services.
 
-Each agent reads its stream in batches, so a batch shares Triton, Milvus and
-Kafka round trips: the interactions agent with ``take_ready``
-(streams/batching.py: a batch leaves as soon as the previous one is done), the
-others with Faust's ``take_events``. A batch's events are acked only after the
-loop body returns, so an offset never moves past an event that was not
-processed or dead-lettered, nor past one whose table writes are not yet in
-Kafka (``changelog_flushed``).
+Each agent reads with ``take_events`` so a batch shares Triton and Milvus round
+trips. Faust acks a batch's events only after the loop body returns, so an
+offset never moves past an event that was not processed or dead-lettered, nor
+past one whose table writes are not yet in Kafka (``changelog_flushed``).
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from collections import Counter
 
 from streams import topics
 from streams.app import app
-from streams.batching import take_ready
 from streams.items.owner import ItemOwner
 from streams.services.changelog import changelog_flushed
 from streams.services.context import get_context
@@ -40,7 +36,7 @@ guard = RebalanceGuard(app, get_settings().kafka)
 guard.install()
 
 
-async def guarded(handler, events: list, flush: bool = True) -> None:
+async def guarded(handler, events: list) -> None:
     """Never let a bug lose a batch: Faust acks a batch even when the loop body raises.
 
     Transient outages are retried inside the handlers; anything else that escapes
@@ -60,9 +56,7 @@ async def guarded(handler, events: list, flush: bool = True) -> None:
         for ev in events:
             await send_dead_letter(ev, "internal", f"{type(exc).__name__}: {exc}")
     # The batch is acked when this returns: its table writes must reach Kafka first (see changelog.py).
-    # ``flush`` False: the caller's batching flushes before it acks (take_ready's settle).
-    if flush:
-        await changelog_flushed()
+    await changelog_flushed()
 
 
 @app.agent(topics.uploads, name="uploads")
@@ -78,11 +72,8 @@ async def process_interactions(stream):
     ctx = await get_context()
     interactions = InteractionProcessor(ctx, Recommender(ctx))
     try:
-        # The producer flush before the acks overlaps the next batch (take_ready's settle): a user's list
-        # does not wait for the flush of the batch before it.
-        async for events in take_ready(stream, _w.interaction_batch, _w.interaction_batch_within_s,
-                                       settle=changelog_flushed):
-            await guarded(interactions, events, flush=False)
+        async for events in stream.take_events(_w.interaction_batch, within=_w.interaction_batch_within_s):
+            await guarded(interactions, events)
     finally:
         # A clean stop writes the user vectors still queued for Milvus (kill -9: see user_mirror.py).
         try:

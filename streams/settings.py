@@ -280,9 +280,7 @@ class WorkerSettings(BaseModel):
     upload_batch: int = Field(default=16, ge=1)
     upload_batch_within_s: float = Field(default=0.05, gt=0)
     interaction_batch: int = Field(default=256, ge=1)
-    # A busy interactions agent takes what arrived during its last batch at once (streams/batching.py);
-    # an idle one waits this long after the first event for more, so a burst shares its round trips.
-    interaction_batch_within_s: float = Field(default=0.002, ge=0)
+    interaction_batch_within_s: float = Field(default=0.01, gt=0)
     # New-content fan-out: refresh the lists of the users closest to a new item.
     # Each refreshed user costs one ranked list (~1-5 ms of worker CPU here), so this
     # bounds an upload's cost: 20 closest users, the rest see it at their next event.
