@@ -113,13 +113,14 @@ def describe(lengths: list[int]) -> dict:
 
 
 STATS_LINE = re.compile(r"interactions: [\d.]+ events/s over [\d.]+s \((\d+) batches, ([\d.]+) events each\); "
-                        r"per batch ms: (?P<ms>[^;]*); per batch: (?P<counts>.*)$")
+                        r"per batch ms: (?P<ms>[^;]*); per batch: (?P<counts>[^;]*)"
+                        r"(?:; queued ms: mean (?P<queued>[\d.]+), max [\d.]+)?$")
 
 
 def batch_profile(log_text: str) -> dict | None:
     """The worker's stats lines over a phase, batch-weighted: events, lists and item fetches per
     batch and ms per list (the "lists" stage over the lists it ranked)."""
-    batches = events = lists = fetches = lists_ms = 0.0
+    batches = events = lists = fetches = lists_ms = queued = 0.0
     for line in log_text.splitlines():
         m = STATS_LINE.search(line.strip())
         if not m:
@@ -132,11 +133,14 @@ def batch_profile(log_text: str) -> dict | None:
         lists += n * (counts.get("lists", 0.0) + counts.get("fan-out lists", 0.0))
         fetches += n * counts.get("item fetches", 0.0)
         lists_ms += n * ms.get("lists", 0.0)
+        queued += n * float(m.group(2)) * float(m.group("queued") or 0.0)
     if not batches:
         return None
     return {"batches": int(batches), "events_per_batch": round(events / batches, 1),
             "lists_per_batch": round(lists / batches, 1), "item_fetches_per_batch": round(fetches / batches, 1),
-            "ms_per_list": round(lists_ms / lists, 2) if lists else None}
+            "ms_per_list": round(lists_ms / lists, 2) if lists else None,
+            # how long an event waited before its batch began, event-weighted (0 from workers without it)
+            "queued_ms": round(queued / events, 1) if events else None}
 
 
 def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, log_dir: Path) -> dict:

@@ -16,6 +16,7 @@ from streams.items.replica import ItemReplica
 from streams.items.store import ItemStore
 from streams.ranking import CoOccurrence, DecayedCounter
 from streams.ranking.learned import load_ranker
+from streams.services.cache_warm import start_cache_warm
 from streams.services.gc_policy import start_gc_policy
 from streams.services.items import FreshItems, ItemCache
 from streams.services.ranker_reload import ActiveRanker, start_ranker_watch
@@ -57,6 +58,7 @@ class WorkerContext:
     gc_task: asyncio.Task | None = None
     ranker_task: asyncio.Task | None = None
     tick_task: asyncio.Task | None = None
+    warm_task: asyncio.Task | None = None
 
     # The store's parts under the names the ranking code reads them by.
     @property
@@ -121,6 +123,8 @@ async def get_context() -> WorkerContext:
             from streams.items.owner import start_ticks  # the owner agent's module imports the app
 
             _context.tick_task = start_ticks(_context)
+            if w.item_cache_warm and w.item_cache_size > 0:
+                _context.warm_task = start_cache_warm(_context.cache, _context.cooc.pops)
             log.info("worker context ready (Triton %s, Milvus %s, event loop %s, BLAS threads %s, GIL switch "
                      "interval %.1f ms)", _context.settings.triton.url, _context.settings.milvus.uri,
                      type(asyncio.get_running_loop()).__module__, blas_threads(), sys.getswitchinterval() * 1000)

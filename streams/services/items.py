@@ -147,6 +147,32 @@ class ItemCache:
     def duration(self, item_id: str) -> float | None:
         return self._durations.get(item_id)
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._items
+
+    @property
+    def invalidations(self) -> int:
+        """How many items were dropped so far: what a fetch started now compares against (:meth:`put_rows`)."""
+        return self._invalidations
+
+    def put_rows(self, rows: Iterable[dict], before: int, limit: int) -> int:
+        """Cache Milvus rows read since :attr:`invalidations` was ``before`` (a warm-up: not a read, so
+        they count as neither hits nor misses), skipping items already cached or dropped meanwhile, up
+        to ``limit`` items in all. Returns how many were added."""
+        added = 0
+        for row in rows:
+            if len(self._items) >= limit:
+                break
+            iid = row["item_id"]
+            if iid in self._items or self._invalidated_at.get(iid, 0) > before:
+                continue
+            self.put(item_from_row(row), row.get("duration_s"))
+            added += 1
+        return added
+
     def drop(self, item_id: str) -> None:
         info = self._items.pop(item_id, None)
         if info is not None:

@@ -153,8 +153,10 @@ class Recommender:
     async def _search_and_fetch(self, users: dict[str, UserState | None]) -> _Ann:
         """:meth:`_search`, then the hits' items read into the item cache (a cold item costs a Milvus
         round trip, which an early search takes off the lists' critical path as well)."""
-        ann = await self._search(users)
-        await self.ctx.cache.get_many({i for hits in ann.hits.values() for i, _ in hits} | ann.warm)
+        with self._part("early search"):  # a part: it runs beside the batch's other stages
+            ann = await self._search(users)
+        with self._part("early fetch"):
+            await self.ctx.cache.get_many({i for hits in ann.hits.values() for i, _ in hits} | ann.warm)
         return ann
 
     async def iter_lists(self, users: dict[str, UserState | None], now: float,

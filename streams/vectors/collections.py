@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,13 @@ ITEM_SCALARS = ["creator_id", "title", "tags", "created_at", "available", "modal
 class Hit:
     id: str
     score: float
+
+
+def _scan_iterator(client, name: str, page_size: int, fields: list[str]):
+    try:
+        return client.query_iterator(name, batch_size=page_size, filter="", output_fields=fields)
+    except MilvusException as exc:
+        raise VectorStoreError(f"Milvus scan of {name} failed: {exc.message}") from exc
 
 
 def _wrap(what: str, operation: str):
@@ -121,6 +128,18 @@ class ItemCollection:
             for r in self.client.get(self.name, ids=ids[start : start + GET_CHUNK], output_fields=fields):
                 out[r["item_id"]] = r
         return out
+
+    def scan_pages(self, page_size: int = 1000) -> Iterator[list[dict]]:
+        """Every row (scalars and the fused vector, like :meth:`get`), a page at a time, in the
+        collection's order: a generator, each ``next`` one Milvus round trip (run it in a thread)."""
+        it = _scan_iterator(self.client, self.name, page_size, ITEM_SCALARS + ["vector"])
+        try:
+            while page := it.next():
+                yield page
+        except MilvusException as exc:
+            raise VectorStoreError(f"Milvus scan of {self.name} failed: {exc.message}") from exc
+        finally:
+            it.close()
 
     @_wrap("search items", "search")
     def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:

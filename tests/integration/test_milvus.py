@@ -130,3 +130,68 @@ def test_user_mirror_coalesces_writes_and_never_writes_back_a_discarded_user(cli
         assert [h.id for h in top] == ["a", "b"] and top[0].score == pytest.approx(1.0, abs=1e-5)
     finally:
         users.drop()
+
+
+async def test_item_cache_warm_up_reads_the_popular_items_first_then_the_catalogue(client, unique):
+    """streams/services/cache_warm.py on a real collection: popular items first, then the rest, up to 90%
+    of the cache's bound; rows identical to what a read fetches; no read counted; a dropped item stays out."""
+    from streams.services.cache_warm import most_popular, warm_item_cache
+    from streams.services.items import ItemCache
+
+    items = ItemCollection(client, f"test_warm_{unique}", DIM, timeout_s=30)
+    items.ensure()
+    try:
+        rng = np.random.default_rng(5)
+        vecs = _unit(rng, 120)
+        zeros = [0.0] * DIM
+        items.upsert([{"item_id": f"w{k:03d}", "vector": vecs[k].tolist(), "text_vec": zeros, "audio_vec": zeros,
+                       "video_vec": zeros, "creator_id": f"c{k % 7}", "title": f"t{k}", "tags": "",
+                       "created_at": 1_700_000_000_000 + k, "available": True, "modalities": "text",
+                       "duration_s": float(k % 3)} for k in range(120)])
+        pops = {f"w{k:03d}": float(k) for k in range(100, 120)}  # w119 the most popular
+        pops["not-in-milvus"] = 1000.0  # known to the item state, gone from the catalogue: skipped
+        assert most_popular(pops, 3) == ["not-in-milvus", "w119", "w118"]
+
+        small = ItemCache(items, 50)  # room for 45: the 20 popular, then 25 in the collection's order
+        small.collection = _DroppedWhileRead(items, small)
+        added = await warm_item_cache(small, most_popular(pops, 50), page=16)
+        assert added == len(small) == 45
+        assert all(f"w{k:03d}" in small for k in range(100, 120))
+        assert small.collection.dropped  # a row of the scan was dropped while its page was in flight...
+        assert not set(small.collection.dropped) & {*small._items}  # ...so its stale row was not cached
+        assert "not-in-milvus" not in small
+        assert small.hits == small.misses == 0  # a warm-up is not a read
+
+        full = ItemCache(items, 1000)  # room for all
+        assert await warm_item_cache(full, [], page=32) == 120
+        fetched = ItemCache(items, 1000)
+        got = await fetched.get_many([f"w{k:03d}" for k in range(120)])
+        warm = await full.get_many([f"w{k:03d}" for k in range(120)])
+        assert full.misses == 0 and full.hits == 120  # every read now served from the cache
+        for iid, info in got.items():  # the same entries a read would have made
+            w = warm[iid]
+            assert (w.creator_id, w.title, w.created_at, w.available) == \
+                (info.creator_id, info.title, info.created_at, info.available)
+            np.testing.assert_array_equal(np.asarray(w.vector), np.asarray(info.vector))
+            assert full.duration(iid) == fetched.duration(iid)
+    finally:
+        client.drop_collection(items.name)
+
+
+class _DroppedWhileRead:
+    """An item collection whose scan drops (invalidates) the first row of each page in the cache while
+    the page is on its way, as an upload or a takedown landing during the read would."""
+
+    def __init__(self, items: ItemCollection, cache) -> None:
+        self.items, self.cache, self.dropped = items, cache, []
+
+    def get(self, ids):
+        return self.items.get(ids)
+
+    def scan_pages(self, page_size: int):
+        for page in self.items.scan_pages(page_size):
+            first = page[0]["item_id"]
+            if first not in self.cache:
+                self.cache.invalidate(first, None)
+                self.dropped.append(first)
+            yield page
