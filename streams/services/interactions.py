@@ -25,9 +25,11 @@ parking. Per batch:
    (streams/items/store.py explains why that makes re-deliveries idempotent);
 5. each touched user's state written once; forgotten users deleted from Milvus
    and their lists tombstoned;
-6. the replica caught up with the log (``item_state_reads``), then one batched
-   ANN search for all users, one list per user published, and the new user
-   vectors offered to the background mirror into Milvus ``users``.
+6. the replica caught up with the log (``item_state_reads``: the batch's own
+   ops are applied on their acks, ``ItemReplica.apply_own``, the log's end is
+   asked while they go out), then one batched ANN search for all users (started
+   after step 3), one list per user published, and the new user vectors offered
+   to the background mirror into Milvus ``users``.
 """
 
 from __future__ import annotations
