@@ -290,7 +290,7 @@ class WorkerSettings(BaseModel):
     # Fill the item cache in the background at start, the most interacted-with items first, up to
     # 90% of item_cache_size (streams/services/cache_warm.py): a restarted worker's lists do not wait
     # for a Milvus read of every candidate they meet first (~10 ms a batch on the realistic benchmark).
-    # A 100k-item catalogue takes ~15 s of a Milvus Lite scan; off = the cache fills on demand only.
+    # A 100k-item catalogue took ~19 s of a Milvus Lite scan; off = the cache fills on demand only.
     item_cache_warm: bool = True
     media_workers: int = Field(default=2, ge=1)
     # Users per Milvus search; the next chunk's search overlaps this chunk's ranking.

@@ -30,6 +30,14 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _item_row(item_id: str, vec: np.ndarray, **fields) -> dict:
+    """An ``items`` row with a text-only fused vector; ``fields`` override the scalars."""
+    zeros = [0.0] * DIM
+    return {"item_id": item_id, "vector": vec.tolist(), "text_vec": zeros, "audio_vec": zeros, "video_vec": zeros,
+            "creator_id": "c", "title": "", "tags": "", "created_at": 0, "available": True, "modalities": "text",
+            "duration_s": 0.0, **fields}
+
+
 def _create(client: MilvusClient, name: str) -> None:
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -84,10 +92,7 @@ def test_plain_id_search_matches_pymilvus_search(client, unique):
     try:
         rng = np.random.default_rng(3)
         vecs = _unit(rng, 300)
-        zeros = [0.0] * DIM
-        items.upsert([{"item_id": f"i{k}", "vector": vecs[k].tolist(), "text_vec": zeros, "audio_vec": zeros,
-                       "video_vec": zeros, "creator_id": "c", "title": "", "tags": "", "created_at": 0,
-                       "available": k % 10 != 0, "modalities": "text", "duration_s": 0.0} for k in range(300)])
+        items.upsert([_item_row(f"i{k}", vecs[k], available=k % 10 != 0) for k in range(300)])
         queries = _unit(rng, 5)
         fast = items.search_ids(queries, 20)
         slow = client.search(items.name, data=queries.tolist(), anns_field="vector", limit=20,
@@ -143,11 +148,8 @@ async def test_item_cache_warm_up_reads_the_popular_items_first_then_the_catalog
     try:
         rng = np.random.default_rng(5)
         vecs = _unit(rng, 120)
-        zeros = [0.0] * DIM
-        items.upsert([{"item_id": f"w{k:03d}", "vector": vecs[k].tolist(), "text_vec": zeros, "audio_vec": zeros,
-                       "video_vec": zeros, "creator_id": f"c{k % 7}", "title": f"t{k}", "tags": "",
-                       "created_at": 1_700_000_000_000 + k, "available": True, "modalities": "text",
-                       "duration_s": float(k % 3)} for k in range(120)])
+        items.upsert([_item_row(f"w{k:03d}", vecs[k], creator_id=f"c{k % 7}", title=f"t{k}",
+                                created_at=1_700_000_000_000 + k, duration_s=float(k % 3)) for k in range(120)])
         pops = {f"w{k:03d}": float(k) for k in range(100, 120)}  # w119 the most popular
         pops["not-in-milvus"] = 1000.0  # known to the item state, gone from the catalogue: skipped
         assert most_popular(pops, 3) == ["not-in-milvus", "w119", "w118"]
