@@ -119,8 +119,7 @@ class ItemReplica:
                     store.apply(p, r.offset, r.value)
             self.records += len(records)
         if batches:
-            self._advanced.set()
-            self._advanced = asyncio.Event()
+            self._signal_advanced()
 
     def apply_own(self, partition: int, offset: int, raw: bytes) -> bool:
         """Apply this worker's record ``raw``, acked at ``offset`` of log ``partition``, without reading it
@@ -130,9 +129,13 @@ class ItemReplica:
             return False
         self.store.apply(partition, offset, raw)
         self.own_applied += 1
+        self._signal_advanced()
+        return True
+
+    def _signal_advanced(self) -> None:
+        """Wake every :meth:`caught_up` waiting now; later waiters wait for the next advance."""
         self._advanced.set()
         self._advanced = asyncio.Event()
-        return True
 
     async def _follow(self) -> None:
         while True:

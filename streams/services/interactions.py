@@ -52,6 +52,7 @@ from streams.records import Impression, Interaction, RecordError, decode_impress
 from streams.services import impressions as online
 from streams.services.context import WorkerContext
 from streams.services.deadletters import send_dead_letter, send_dead_record
+from streams.services.futures import abandon
 from streams.services.event_scope import event_scope
 from streams.services.recommender import EarlySearch, Recommender
 from streams.services.retry import until_done
@@ -212,11 +213,8 @@ class InteractionProcessor:
         try:
             await self._ops_states_lists_after(batch, early, log_end)
         finally:
-            if log_end is not None:
-                if not log_end.done():
-                    log_end.cancel()  # the batch failed before its barrier
-                elif not log_end.cancelled() and (exc := log_end.exception()) is not None:
-                    log.debug("log end not used after the batch failed: %r", exc)
+            if log_end is not None:  # awaited by the barrier; else the batch failed before it
+                abandon(log_end, "log end not used after the batch failed")
 
     @property
     def _consistent_reads(self) -> bool:

@@ -158,6 +158,11 @@ class ItemCache:
         """How many items were dropped so far: what a fetch started now compares against (:meth:`put_rows`)."""
         return self._invalidations
 
+    def _dropped_since(self, item_id: str, before: int) -> bool:
+        """Whether ``item_id`` was dropped after :attr:`invalidations` was ``before`` (a row read from Milvus
+        since then may be stale)."""
+        return self._invalidated_at.get(item_id, 0) > before
+
     def put_rows(self, rows: Iterable[dict], before: int, limit: int) -> int:
         """Cache Milvus rows read since :attr:`invalidations` was ``before`` (a warm-up: not a read, so
         they count as neither hits nor misses), skipping items already cached or dropped meanwhile, up
@@ -167,7 +172,7 @@ class ItemCache:
             if len(self._items) >= limit:
                 break
             iid = row["item_id"]
-            if iid in self._items or self._invalidated_at.get(iid, 0) > before:
+            if iid in self._items or self._dropped_since(iid, before):
                 continue
             self.put(item_from_row(row), row.get("duration_s"))
             added += 1
@@ -224,7 +229,7 @@ class ItemCache:
             rows = await asyncio.to_thread(self.collection.get, missing)
             for iid, row in rows.items():
                 item = item_from_row(row)
-                if self._invalidated_at.get(iid, 0) <= before:  # not dropped while the fetch was in flight
+                if not self._dropped_since(iid, before):  # not dropped while the fetch was in flight
                     item = self.put(item, row.get("duration_s"))
                 found[iid] = item
         # Set last: a put above may have grown (replaced) the matrix; rows stay valid across growth.

@@ -26,6 +26,7 @@ from streams.ranking.explain import explain_items
 from streams.ranking.learned import FeatureContext, LinearRanker, learned_scores
 from streams.records import encode_list
 from streams.services.context import WorkerContext
+from streams.services.futures import abandon
 from streams.services.stats import BatchStats
 from streams.settings import WebSettings, WorkerSettings
 from streams.web.list_stats import list_metrics
@@ -73,17 +74,8 @@ class EarlySearch:
     task: asyncio.Future
 
     def discard(self) -> None:
-        """Not used after all (or used and done): see :func:`_abandon`."""
-        _abandon(self.task, "early search not used")
-
-
-def _abandon(task: asyncio.Future, what: str) -> None:
-    """Cancel ``task`` if still running, or read its outcome, so a failure nobody will await is not
-    reported again by asyncio as "Task exception was never retrieved"."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled() and (exc := task.exception()) is not None:
-        log.debug("%s: %r", what, exc)
+        """Not used after all (or used and done): see :func:`streams.services.futures.abandon`."""
+        abandon(self.task, "early search not used")
 
 
 class _Blocked:
@@ -188,8 +180,8 @@ class Recommender:
                 yield await self._rank({u: users[u] for u in group}, searched, fresh, trending, now)
         finally:
             # Ranking chunk n failed (or the caller stopped early) while its search or chunk n+1's was in flight.
-            _abandon(searched, "search failed after its batch was abandoned")
-            _abandon(pending, "prefetched search failed after its batch was abandoned")
+            abandon(searched, "search failed after its batch was abandoned")
+            abandon(pending, "prefetched search failed after its batch was abandoned")
 
     async def _search_after(self, first: asyncio.Future, users: dict[str, UserState | None]) -> _Ann:
         """:meth:`_search` of ``users`` once ``first`` is done, whatever its outcome (its awaiter reads it)."""

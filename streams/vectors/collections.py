@@ -39,13 +39,6 @@ class Hit:
     score: float
 
 
-def _scan_iterator(client, name: str, page_size: int, fields: list[str]):
-    try:
-        return client.query_iterator(name, batch_size=page_size, filter="", output_fields=fields)
-    except MilvusException as exc:
-        raise VectorStoreError(f"Milvus scan of {name} failed: {exc.message}") from exc
-
-
 def _wrap(what: str, operation: str):
     """Milvus errors become VectorStoreError; each call's duration and outcome go to the collection's
     ``observe(operation, seconds, failed)`` hook when set (the worker's metrics: streams/web/instrument.py)."""
@@ -132,14 +125,17 @@ class ItemCollection:
     def scan_pages(self, page_size: int = 1000) -> Iterator[list[dict]]:
         """Every row (scalars and the fused vector, like :meth:`get`), a page at a time, in the
         collection's order: a generator, each ``next`` one Milvus round trip (run it in a thread)."""
-        it = _scan_iterator(self.client, self.name, page_size, ITEM_SCALARS + ["vector"])
+        it = None
         try:
+            it = self.client.query_iterator(self.name, batch_size=page_size, filter="",
+                                            output_fields=ITEM_SCALARS + ["vector"])
             while page := it.next():
                 yield page
         except MilvusException as exc:
             raise VectorStoreError(f"Milvus scan of {self.name} failed: {exc.message}") from exc
         finally:
-            it.close()
+            if it is not None:
+                it.close()
 
     @_wrap("search items", "search")
     def search_ids(self, vectors: np.ndarray, limit: int, only_available: bool = True) -> list[list[tuple[str, float]]]:
