@@ -21,6 +21,12 @@ alive until the entry is rebuilt, evicted or swept (:meth:`RowArrays.sweep`,
 run after every ``max_entries // 4`` entries built), so memory stays bounded:
 the arrays of ``max_entries`` entries, plus at worst an old dict per entry
 (~30 MB and ~70 MB at the default budget: a dict costs ~27-35 bytes an entry).
+
+Popularity by code. Scoring divides every candidate's sum by ``sqrt(p_j)``; a warm
+user's rows hold thousands of distinct candidates, and one ``pops.get`` each was
+the largest part of co-occurrence scoring. :class:`CodedPops` is the ``pops``
+dict that also keeps each value at its id's code in an array, written on every
+change, so the candidates' popularities are one fancy index.
 """
 
 from __future__ import annotations
@@ -130,6 +136,14 @@ class RowArrays:
             return old_codes
         return np.concatenate((old_codes, self._codes(keys[m:], len(keys) - m)))
 
+    def code_of(self, item_id: str) -> int:
+        """``item_id``'s code, interning it first when it has none."""
+        c = self.code.get(item_id)
+        if c is None:
+            self.intern((item_id,))
+            c = self.code[item_id]
+        return c
+
     def clear(self) -> None:
         """Forget every cached row (the interner stays)."""
         self._rows.clear()
@@ -147,3 +161,84 @@ class RowArrays:
         """:meth:`sweep` once ``max_entries // 4`` entries have been built since the last one (amortised)."""
         if self._built_since_sweep >= max(1, self.max_entries // 4):
             self.sweep(counts)
+
+
+class CodedPops(dict):
+    """``item_id -> popularity`` (a dict), each value also held as float64 at the id's code of
+    ``interner`` (:meth:`at` reads many at once). Every way a dict changes is overridden to keep the
+    two equal; an id without a popularity reads 0.0 there, as ``float(pops.get(j, 0.0))`` does."""
+
+    def __init__(self, interner: RowArrays, data: Mapping[str, float] | Iterable = ()) -> None:
+        super().__init__()
+        self.interner = interner
+        self._by_code = np.zeros(1024, dtype=np.float64)
+        self.update(data)
+
+    def __reduce__(self):  # copy/pickle: rebuilt through __init__, not item by item before its state
+        return type(self), (self.interner, dict(self))
+
+    def _put(self, item_id: str, value) -> None:
+        c = self.interner.code_of(item_id)
+        if c >= len(self._by_code):
+            self._grow(c + 1)
+        self._by_code[c] = float(value)
+
+    def _zero(self, item_id: str) -> None:
+        c = self.interner.code.get(item_id)
+        if c is not None and c < len(self._by_code):
+            self._by_code[c] = 0.0
+
+    def at(self, codes: np.ndarray) -> np.ndarray:
+        """The popularities of the ids with ``codes`` (codes of ``interner``; 0.0 where none)."""
+        n = len(self.interner.code)
+        if n > len(self._by_code):  # ids interned since the last write have no popularity: zeros
+            self._grow(n)
+        return self._by_code[codes]
+
+    def _grow(self, n: int) -> None:
+        grown = np.zeros(max(2 * len(self._by_code), n), dtype=np.float64)
+        grown[: len(self._by_code)] = self._by_code
+        self._by_code = grown
+
+    def __setitem__(self, item_id: str, value) -> None:
+        super().__setitem__(item_id, value)
+        self._put(item_id, value)
+
+    def __delitem__(self, item_id: str) -> None:
+        super().__delitem__(item_id)
+        self._zero(item_id)
+
+    _missing = object()
+
+    def pop(self, item_id: str, default=_missing):
+        if item_id not in self:
+            if default is CodedPops._missing:
+                raise KeyError(item_id)
+            return default
+        value = super().pop(item_id)
+        self._zero(item_id)
+        return value
+
+    def popitem(self):
+        item_id, value = super().popitem()
+        self._zero(item_id)
+        return item_id, value
+
+    def setdefault(self, item_id: str, default=None):
+        if item_id not in self:
+            self[item_id] = default
+        return super().__getitem__(item_id)
+
+    def update(self, other=(), **kw) -> None:
+        for item_id, value in (other.items() if isinstance(other, Mapping) else other):
+            self[item_id] = value
+        for item_id, value in kw.items():
+            self[item_id] = value
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_code[:] = 0.0

@@ -42,7 +42,7 @@ from typing import Any, Iterable, MutableMapping, Sequence
 
 import numpy as np
 
-from streams.ranking.cooc_rows import RowArrays
+from streams.ranking.cooc_rows import CodedPops, RowArrays
 from streams.ranking.exceptions import RankingError, StateFormatError
 
 
@@ -86,8 +86,10 @@ class CoOccurrence:
             raise RankingError("max_neighbors and window must be >= 1")
         if not (recency_half_life >= 0 and math.isfinite(recency_half_life)):
             raise RankingError(f"recency_half_life must be >= 0 and finite, got {recency_half_life!r}")
+        # The rows as arrays for vectorised scoring; valid while rows are replaced whole (see above).
+        self._row_arrays = RowArrays()
         self.counts: MutableMapping[str, dict[str, float]] = {} if counts is None else counts
-        self.pops: MutableMapping[str, float] = {} if pops is None else pops
+        self.pops = {} if pops is None else pops
         self.max_neighbors = int(max_neighbors)
         self.window = int(window)
         self.recency_half_life = float(recency_half_life)
@@ -96,8 +98,16 @@ class CoOccurrence:
         self.pair_half_life = float(pair_half_life)
         # How many recent distinct history items score candidates (default: the pair window).
         self.score_window = self.window if not score_window else int(score_window)
-        # The rows as arrays for vectorised scoring; valid while rows are replaced whole (see above).
-        self._row_arrays = RowArrays()
+
+    @property
+    def pops(self) -> MutableMapping[str, float]:
+        """Popularity per item. A plain dict given here is copied into a :class:`CodedPops` (the same
+        dict, plus each value by interner code for scoring); another mapping (a table) is kept as is."""
+        return self._pops
+
+    @pops.setter
+    def pops(self, value: MutableMapping[str, float]) -> None:
+        self._pops = CodedPops(self._row_arrays, value) if type(value) is dict else value
 
     # -- updates -------------------------------------------------------------------
     def add(self, history_item_ids: Sequence[str], new_item_id: str, weight: float = 1.0) -> int:
@@ -285,19 +295,22 @@ class CoOccurrence:
             at = at[ok]
             keep[inv[at[codes[at] == skip[ok]]]] = False
         local = np.flatnonzero(keep)  # candidates: indices into uniq
-        ids = arrays.names(uniq[local])
-        pj = np.fromiter(map(self.pops.get, ids, itertools.repeat(0.0)), dtype=np.float64, count=len(ids))
+        pops = self._pops
+        if isinstance(pops, CodedPops) and pops.interner is arrays:
+            pj = pops.at(uniq[local])  # ids only for the best below, not for every candidate
+        else:
+            pj = np.fromiter(map(pops.get, arrays.names(uniq[local]), itertools.repeat(0.0)),
+                             dtype=np.float64, count=len(local))
         ok = pj > 0
         if not ok.all():
             local, pj = local[ok], pj[ok]
-            ids = list(itertools.compress(ids, ok.tolist()))
         scores = acc[local] / np.sqrt(pj)
         # The n best by (-score, id): everything scoring at least the n-th best score (ties at the
         # boundary included), sorted exactly; usually a few more than n.
         m = len(scores)
         top = np.flatnonzero(scores >= np.partition(scores, m - n)[m - n]) if m > n else np.arange(m)
         top_scores = scores[top].tolist()
-        top_ids = [ids[t] for t in top.tolist()]
+        top_ids = arrays.names(uniq[local[top]])
         order = sorted(range(len(top_ids)), key=lambda q: (-top_scores[q], top_ids[q]))[:n]
         best = self._best_rows(local[top[order]], len(uniq), inv, parts, lens, used)
         return [(top_ids[q], top_scores[q], hist[r]) for q, r in zip(order, best)]

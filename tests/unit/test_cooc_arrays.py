@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import random
+from collections import UserDict
 
 import numpy as np
 import pytest
 
-from streams.ranking.cooc_rows import RowArrays
+from streams.ranking.cooc_rows import CodedPops, RowArrays
 from streams.ranking.cooccurrence import CoOccurrence, _unique_codes
 from streams.ranking.item_ops import ItemOp, apply_op
 from streams.ranking.learned import COOC_VIEWS, cooc_views
@@ -44,13 +46,18 @@ def _both(co: CoOccurrence, *args, **kw) -> list[tuple[str, float, str]]:
     return got
 
 
-@pytest.mark.parametrize("path", [ARRAYS, LOOP])
+@pytest.mark.parametrize("path, table_pops", [(ARRAYS, False), (ARRAYS, True), (LOOP, False)])
 @pytest.mark.parametrize("half_life", [0.0, 2.5])
-def test_random_stores_match_the_loop(path: int, half_life: float) -> None:
+def test_random_stores_match_the_loop(path: int, table_pops: bool, half_life: float) -> None:
+    """``table_pops``: popularity in a mapping that is not a dict (a table), read id by id, not by code."""
     rng = random.Random(17)
     nonempty = 0
     for _ in range(40):
         co = _store(rng, path=path)
+        assert isinstance(co.pops, CodedPops)
+        if table_pops:
+            co.pops = UserDict(co.pops)
+            assert not isinstance(co.pops, CodedPops)
         ids = [f"i{k}" for k in range(60)] + ["never-seen"]
         for _ in range(10):
             hist = [rng.choice(ids) for _ in range(rng.randint(1, 30))]  # repeats: distinct ones count
@@ -174,7 +181,7 @@ def test_row_cache_is_bounded_and_swept() -> None:
 
 
 def test_a_rewritten_row_reuses_the_codes_of_its_prefix_only_when_the_prefix_is_the_same():
-    from streams.ranking.cooc_rows import RowArrays
+    from streams.ranking.cooc_rows import CodedPops, RowArrays
 
     cache = RowArrays()
     versions = [
@@ -189,3 +196,43 @@ def test_a_rewritten_row_reuses_the_codes_of_its_prefix_only_when_the_prefix_is_
         codes, counts = cache.get("x", row)
         assert cache.names(codes) == list(row)
         assert counts.tolist() == list(row.values())
+
+
+def test_coded_pops_stays_equal_to_its_dict_through_every_kind_of_change() -> None:
+    """Every way a dict changes keeps the by-code array equal to ``float(pops.get(j, 0.0))``,
+    including ids interned by rows after the last write (they read 0.0)."""
+    rng = random.Random(5)
+    interner = RowArrays()
+    pops = CodedPops(interner, {"a": 2, "b": 3.5})
+    ids = [f"i{k}" for k in range(3000)]  # past the array's first capacity: it grows
+    for step in range(20000):
+        j, op = rng.choice(ids), rng.random()
+        if op < 0.5:
+            pops[j] = float(rng.randint(0, 9))
+        elif op < 0.6:
+            pops.pop(j, None)
+        elif op < 0.65 and j in pops:
+            del pops[j]
+        elif op < 0.7:
+            pops.update({j: 1.5}, **{"kw": 4.0})
+        elif op < 0.72:
+            pops.setdefault(j, 7.0)
+        elif op < 0.73 and pops:
+            pops.popitem()
+        elif op < 0.75:
+            interner.intern([f"row-only-{step}"])  # a neighbour id no popularity was ever written for
+        elif op < 0.7501:
+            pops.clear()
+    codes = np.arange(len(interner.code))
+    names = interner.names(codes)
+    want = np.array([float(pops.get(j, 0.0)) for j in names])
+    assert np.array_equal(pops.at(codes), want)
+    assert any(n.startswith("row-only-") for n in names) and len(pops) > 100
+    with pytest.raises(KeyError):
+        pops.pop("never-there")
+    copied = CoOccurrence.from_dict(CoOccurrence(pops=dict(pops)).to_dict())
+    assert isinstance(copied.pops, CodedPops) and dict(copied.pops) == dict(pops)
+    twin = copy.deepcopy(copied)  # rebuilt through __init__: the copy's array indexes the copy's interner
+    assert twin.pops.interner is twin._row_arrays and dict(twin.pops) == dict(pops)
+    codes = np.array(twin._row_arrays.codes_of(pops), dtype=np.intp)
+    assert np.array_equal(twin.pops.at(codes), [float(v) for v in pops.values()])
