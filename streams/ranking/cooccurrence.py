@@ -109,6 +109,11 @@ class CoOccurrence:
     def pops(self, value: MutableMapping[str, float]) -> None:
         self._pops = CodedPops(self._row_arrays, value) if type(value) is dict else value
 
+    def pops_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """``float(pops.get(j, 0.0))`` of each of ``item_ids``, as float64 (one C-level pass)."""
+        return np.fromiter(map(self._pops.get, item_ids, itertools.repeat(0.0)), dtype=np.float64,
+                           count=len(item_ids))
+
     # -- updates -------------------------------------------------------------------
     def add(self, history_item_ids: Sequence[str], new_item_id: str, weight: float = 1.0) -> int:
         """Count one user's first positive interaction with ``new_item_id``.
@@ -171,12 +176,13 @@ class CoOccurrence:
     def neighbors(self, item_id: str, n: int) -> list[tuple[str, float]]:
         """The ``n`` most similar items to ``item_id`` by ``c_ij / sqrt(p_i p_j)``, best first."""
         row = self.counts.get(item_id)
-        pi = float(self.pops.get(item_id, 0.0))
+        pops = self._pops
+        pi = float(pops.get(item_id, 0.0))
         if not row or pi <= 0 or n <= 0:
             return []
         out = []
         for j, c in row.items():
-            pj = float(self.pops.get(j, 0.0))
+            pj = float(pops.get(j, 0.0))
             if pj > 0:
                 out.append((j, c / math.sqrt(pi * pj)))
         out.sort(key=lambda t: (-t[1], t[0]))

@@ -135,9 +135,10 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     codes_l: list[np.ndarray] = []
     counts_l: list[np.ndarray] = []
     used: list[tuple[int, float]] = []  # (weights row, sqrt(p_h)) of each row read
+    pops = cooc.pops
     for h, r in row_of.items():
         row = cooc.counts.get(h)
-        ph = float(cooc.pops.get(h, 0.0))
+        ph = float(pops.get(h, 0.0))
         if not row or ph <= 0:
             continue
         codes, counts = arrays.get(h, row)
@@ -154,7 +155,7 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     # items' codes (ids no row names have no code and match nothing), read at every row entry.
     item_codes = arrays.code
     mine = [(item_codes[j], i) for j, i in pos.items() if j in item_codes]
-    at = np.empty(len(item_codes), dtype=np.intp)
+    at = arrays.scratch(len(item_codes))  # reused: a fresh one as long as a 100k interner is page-faulted each call
     mine_codes = np.array([c for c, _ in mine], dtype=np.intp)
     mine_pos = np.array([i for _, i in mine], dtype=np.intp)
     at[mine_codes] = np.arange(len(mine), dtype=np.intp)
@@ -169,7 +170,7 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     w = weights[np.repeat(np.array([r for r, _ in used], dtype=np.intp), lens)[ok]]
     for col in range(w.shape[1]):
         out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
-    pj = np.fromiter((float(cooc.pops.get(j, 0.0)) for j in item_ids), dtype=np.float64, count=n)
+    pj = cooc.pops_of(item_ids)
     with np.errstate(divide="ignore"):
         scale = np.where(pj > 0, 1.0 / np.sqrt(np.maximum(pj, 1e-300)), 0.0)
     return out * scale[:, None]
@@ -202,7 +203,7 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
     hist = history_ids(ctx.state)
     watched = ctx.state.seen if ctx.state is not None else ()  # an ordered set, oldest first: no copy
     cv = cooc_views(ctx.cooc, (hist, watched), item_ids)
-    pops = np.array([float(ctx.cooc.pops.get(j, 0.0)) for j in item_ids])
+    pops = ctx.cooc.pops_of(item_ids)
     trend = ctx.trending.score(item_ids, ctx.now) if n else np.zeros(0)
     infos = [ctx.items[j] for j in item_ids]
     age_h = np.array([max(0.0, ctx.now - float(info.created_at)) / 3600.0 for info in infos])
