@@ -305,8 +305,7 @@ class CoOccurrence:
         if isinstance(pops, CodedPops) and pops.interner is arrays:
             pj = pops.at(uniq[local])  # ids only for the best below, not for every candidate
         else:
-            pj = np.fromiter(map(pops.get, arrays.names(uniq[local]), itertools.repeat(0.0)),
-                             dtype=np.float64, count=len(local))
+            pj = self.pops_of(arrays.names(uniq[local]))
         ok = pj > 0
         if not ok.all():
             local, pj = local[ok], pj[ok]

@@ -181,7 +181,7 @@ def test_row_cache_is_bounded_and_swept() -> None:
 
 
 def test_a_rewritten_row_reuses_the_codes_of_its_prefix_only_when_the_prefix_is_the_same():
-    from streams.ranking.cooc_rows import CodedPops, RowArrays
+    from streams.ranking.cooc_rows import RowArrays
 
     cache = RowArrays()
     versions = [
