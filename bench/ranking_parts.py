@@ -110,6 +110,11 @@ def main() -> None:
     timed("learned_scores (features + the ranker, no item regression)",
           lambda: [learned_scores(ranker, FeatureContext(s, cooc, trending, items, now), c)
                    for s, c in zip(users, cands)], m, r)
+    learned_cfg = cfg.model_copy(update={"fusion": "learned"})
+    scores = [learned_scores(ranker, FeatureContext(s, cooc, trending, items, now), c) for s, c in zip(users, cands)]
+    timed("recommend (learned fusion, given those scores)",
+          lambda: [rec.recommend(s, c, items, now, learned_cfg, learned=sc)
+                   for s, c, sc in zip(users, cands, scores)], m, r)
 
 
 if __name__ == "__main__":

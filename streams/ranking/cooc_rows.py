@@ -53,6 +53,7 @@ class RowArrays:
         self._rows: OrderedDict[str, tuple[dict, np.ndarray, np.ndarray]] = OrderedDict()
         self._built_since_sweep = 0  # entries
         self._scratch = np.empty(1024, dtype=np.intp)
+        self._slots = np.full(1024, -1, dtype=np.intp)
         self.hits = self.builds = 0
 
     def __len__(self) -> int:
@@ -63,6 +64,14 @@ class RowArrays:
         buf = self._scratch
         if len(buf) < n:
             buf = self._scratch = np.empty(max(n, 2 * len(buf)), dtype=np.intp)
+        return buf
+
+    def slots(self, n: int) -> np.ndarray:
+        """A reusable intp buffer of at least ``n`` slots, -1 in every one: whoever writes to it puts
+        the -1s back before returning (grows by doubling)."""
+        buf = self._slots
+        if len(buf) < n:
+            buf = self._slots = np.full(max(n, 2 * len(buf)), -1, dtype=np.intp)
         return buf
 
     # -- the interner --------------------------------------------------------------------

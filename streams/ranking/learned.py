@@ -40,8 +40,10 @@ The features only use what the live worker has for every candidate:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Container, Iterable, Mapping, Reversible, Sequence
@@ -54,10 +56,12 @@ from streams.ranking.cooccurrence import CoOccurrence
 from streams.ranking.exceptions import RankingError, StateFormatError
 from streams.ranking.item_regression import VIEW_NAMES as _EASE_VIEWS, ItemRegression
 from streams.ranking.trending import DecayedCounter
-from streams.ranking.recommend import Candidates, ItemInfo, eligible_ids, matrix_rows
+from streams.ranking.recommend import Candidates, ItemInfo, PoolScores, eligible_ids, matrix_rows
 from streams.ranking.user_state import UserState, history_ids, user_vector
 
 log = logging.getLogger(__name__)
+
+_created_at = operator.attrgetter("created_at")
 
 # (recency half-life in items, how many recent distinct history items); half-life 0 = all alike.
 COOC_VIEWS: tuple[tuple[float, int], ...] = ((0.0, 10), (0.0, 1), (1.0, 20), (4.0, 20), (8.0, 50))
@@ -115,7 +119,8 @@ def history_view_weights(histories: Sequence[Reversible[str]],
 
 
 def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_ids: Sequence[str],
-               views: Sequence[tuple[float, int]] = COOC_VIEWS) -> np.ndarray:
+               views: Sequence[tuple[float, int]] = COOC_VIEWS,
+               pops_of_items: np.ndarray | None = None) -> np.ndarray:
     """Cosine co-occurrence scores of ``item_ids`` against some histories, under each view of each, at once.
 
     Returns ``scores`` (float64) with a row per item and one column per (history, view), history-major:
@@ -127,10 +132,10 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
     live worker pays for this on every list it ranks). The rows come as the store's cached arrays
     (:mod:`streams.ranking.cooc_rows`) and are matched to ``item_ids`` by code in one pass: the same
     floats, added in the same order, as a plain scan of the row dicts (``tests/cooc_reference.py``, the tests' oracle).
+    ``pops_of_items``: ``cooc.pops_of(item_ids)`` when the caller has it already.
     """
     row_of, weights = history_view_weights(histories, views)
     nv, n = len(views), len(item_ids)
-    pos = {j: i for i, j in enumerate(item_ids)}  # a repeated id: its last position, as before
     arrays = cooc._row_arrays
     codes_l: list[np.ndarray] = []
     counts_l: list[np.ndarray] = []
@@ -146,31 +151,35 @@ def cooc_views(cooc: CoOccurrence, histories: Sequence[Reversible[str]], item_id
         counts_l.append(counts)
         used.append((r, math.sqrt(ph)))
     arrays.maybe_sweep(cooc.counts)
-    out = np.zeros((n, len(histories) * nv))
+    ncols = len(histories) * nv
     if not used:
-        return out
+        return np.zeros((n, ncols))
     lens = np.fromiter((len(c) for c in codes_l), dtype=np.intp, count=len(used))
     codes = np.concatenate(codes_l)
-    # Each item id's position by code: a scratch array as long as the interner, written only at the
-    # items' codes (ids no row names have no code and match nothing), read at every row entry.
-    item_codes = arrays.code
-    mine = [(item_codes[j], i) for j, i in pos.items() if j in item_codes]
-    at = arrays.scratch(len(item_codes))  # reused: a fresh one as long as a 100k interner is page-faulted each call
-    mine_codes = np.array([c for c, _ in mine], dtype=np.intp)
-    mine_pos = np.array([i for _, i in mine], dtype=np.intp)
-    at[mine_codes] = np.arange(len(mine), dtype=np.intp)
-    slot = at[codes]  # garbage where the code is none of the items'
-    ok = (slot >= 0) & (slot < len(mine))
-    ok[ok] = mine_codes[slot[ok]] == codes[ok]
+    # Each item's position by code, in a buffer as long as the interner that holds -1 everywhere else
+    # (ids no row names have no code and match nothing), read at every row entry, then reset. A
+    # repeated id: its last position, as the dict keeps it.
+    pos = dict(zip(item_ids, range(n)))
+    mine_codes = np.fromiter(map(arrays.code.get, pos, itertools.repeat(-1)), dtype=np.intp, count=len(pos))
+    mine_pos = np.fromiter(pos.values(), dtype=np.intp, count=len(pos))
+    known = mine_codes >= 0
+    mine_codes, mine_pos = mine_codes[known], mine_pos[known]
+    at = arrays.slots(len(arrays.code))
+    at[mine_codes] = mine_pos
+    slot = at[codes]
+    at[mine_codes] = -1
+    ok = slot >= 0
     if not ok.any():
-        return out
-    ii = mine_pos[slot[ok]]
+        return np.zeros((n, ncols))
+    ii = slot[ok]
     # c / sqrt(p_h) entry by entry, as the scan divides each row's counts.
     part = (np.concatenate(counts_l) / np.repeat(np.array([q for _, q in used]), lens))[ok]
     w = weights[np.repeat(np.array([r for r, _ in used], dtype=np.intp), lens)[ok]]
-    for col in range(w.shape[1]):
-        out[:, col] = np.bincount(ii, weights=part * w[:, col], minlength=n)
-    pj = cooc.pops_of(item_ids)
+    # Every (item, column) sum in one bincount over the entries in row order: per bin, the same terms
+    # added in the same order as a bincount per column.
+    bins = (ii[:, None] * ncols + np.arange(ncols)).ravel()
+    out = np.bincount(bins, weights=(part[:, None] * w).ravel(), minlength=n * ncols).reshape(n, ncols)
+    pj = cooc.pops_of(item_ids) if pops_of_items is None else pops_of_items
     with np.errstate(divide="ignore"):
         scale = np.where(pj > 0, 1.0 / np.sqrt(np.maximum(pj, 1e-300)), 0.0)
     return out * scale[:, None]
@@ -202,11 +211,12 @@ def candidate_features(ctx: FeatureContext, item_ids: Sequence[str],
     n = len(item_ids)
     hist = history_ids(ctx.state)
     watched = ctx.state.seen if ctx.state is not None else ()  # an ordered set, oldest first: no copy
-    cv = cooc_views(ctx.cooc, (hist, watched), item_ids)
     pops = ctx.cooc.pops_of(item_ids)
+    cv = cooc_views(ctx.cooc, (hist, watched), item_ids, pops_of_items=pops)
     trend = ctx.trending.score(item_ids, ctx.now) if n else np.zeros(0)
-    infos = [ctx.items[j] for j in item_ids]
-    age_h = np.array([max(0.0, ctx.now - float(info.created_at)) / 3600.0 for info in infos])
+    infos = list(map(ctx.items.__getitem__, item_ids))
+    created = np.fromiter(map(_created_at, infos), dtype=np.float64, count=n)
+    age_h = np.fmax(0.0, ctx.now - created) / 3600.0  # fmax: a NaN upload time is age 0, as max(0.0, nan)
     cos = np.zeros(n)
     u = user_vector(ctx.state)
     in_matrix = matrix_rows(infos, ctx.items) if u is not None else None  # the worker's item cache: one take
@@ -234,12 +244,12 @@ def fit_item_regression(states: Iterable[UserState], cfg: RankingSettings) -> It
 
 
 def learned_scores(ranker: "LinearRanker", ctx: FeatureContext, candidates: Candidates,
-                   taken_down: Container[str] = ()) -> dict[str, float]:
-    """The ranker's score of every candidate ``recommend`` could list (see :func:`candidate_pool`)."""
+                   taken_down: Container[str] = ()) -> PoolScores:
+    """The ranker's score of every candidate ``recommend`` could list (see :func:`candidate_pool`); the
+    answer also carries that pool, for ``recommend`` to reuse (:class:`PoolScores`)."""
     pool = candidate_pool(ctx.state, candidates, ctx.items, taken_down)
-    if not pool:
-        return {}
-    return dict(zip(pool, ranker.score(candidate_features(ctx, pool, ranker.item_model)).tolist()))
+    scores = ranker.score(candidate_features(ctx, pool, ranker.item_model)).tolist() if pool else ()
+    return PoolScores(pool, scores, (ctx.state, candidates, ctx.items, taken_down))
 
 
 def training_example(ctx: FeatureContext, candidates: Candidates, chosen: str,

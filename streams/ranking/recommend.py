@@ -42,6 +42,8 @@ Then MMR over the ``mmr_pool`` best by score: repeatedly pick
 
 from __future__ import annotations
 
+import itertools
+import operator
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Container, Iterable, Mapping, Sequence
@@ -79,6 +81,28 @@ class ItemRows(dict):
     with one ``take`` from it instead of stacking one array per candidate; a plain dict still works."""
 
     matrix: np.ndarray | None = None
+
+
+class PoolScores(dict):
+    """Candidate id -> score for every id of ``pool``: the candidates of ``source`` = ``(state, candidates,
+    items, taken_down)`` that :func:`eligible_ids` lets through, sorted (a learned ranker's answer,
+    :func:`streams.ranking.learned.learned_scores`). ``recommend`` given these scores for the same
+    objects filters its own (possibly truncated) candidate lists by this pool instead of running
+    ``eligible_ids`` again: a subset of the full lists, so the same ids, in the same order."""
+
+    def __init__(self, pool: list[str], scores: Iterable[float], source: tuple) -> None:
+        super().__init__(zip(pool, scores))
+        self.pool = pool
+        self.source = source
+
+    def pool_of(self, ids: Container[str], state: UserState | None, candidates: "Candidates",
+                items: Mapping[str, ItemInfo], taken_down: Container[str]) -> list[str] | None:
+        """The eligible ids among ``ids`` (a subset of ``candidates``' ids), sorted; None unless these
+        scores were computed for these very objects."""
+        src = self.source
+        if not (src[0] is state and src[1] is candidates and src[2] is items and src[3] is taken_down):
+            return None
+        return [i for i in self.pool if i in ids]
 
 
 @dataclass
@@ -191,14 +215,19 @@ def _gather(infos: list[ItemInfo], items: Mapping[str, ItemInfo], what: str, scr
     return _stack([info.vector for info in infos], what, scratch=scratch)
 
 
-def matrix_rows(infos: list[ItemInfo], items: Mapping[str, ItemInfo]) -> tuple[np.ndarray, list[int]] | None:
+_row_of = operator.attrgetter("row")
+_created_at = operator.attrgetter("created_at")
+_creator_of = operator.attrgetter("creator_id")
+
+
+def matrix_rows(infos: list[ItemInfo], items: Mapping[str, ItemInfo]) -> tuple[np.ndarray, np.ndarray] | None:
     """``(matrix, rows)`` when ``items`` is an ItemRows and every one of ``infos`` has a row in its
     matrix (their vectors are ``matrix[rows]``); None otherwise (stack their vectors instead)."""
     matrix = getattr(items, "matrix", None)
     if matrix is None or not infos:
         return None
-    rows = [info.row for info in infos]
-    return (matrix, rows) if min(rows) >= 0 else None
+    rows = np.fromiter(map(_row_of, infos), dtype=np.intp, count=len(infos))
+    return (matrix, rows) if rows.min() >= 0 else None
 
 
 def _unit_rows(m: np.ndarray) -> np.ndarray:
@@ -250,10 +279,13 @@ def _score_pool(
     fresh = _best_per_item(candidates.fresh, cfg.fresh_candidates)
     trend = _best_per_item(candidates.trending, cfg.trending_candidates)
 
-    ids = eligible_ids(state, (ann, cooc, fresh, trend), items, taken_down)
-    infos = [items[iid] for iid in ids]
-    created_at = [info.created_at for info in infos]
-    creators = [info.creator_id for info in infos]
+    ids = learned.pool_of(ann.keys() | cooc.keys() | fresh.keys() | trend.keys(), state, candidates, items,
+                          taken_down) if isinstance(learned, PoolScores) else None
+    if ids is None:
+        ids = eligible_ids(state, (ann, cooc, fresh, trend), items, taken_down)
+    infos = list(map(items.__getitem__, ids))  # C-level passes: these run for every candidate of every list
+    created_at = list(map(_created_at, infos))
+    creators = list(map(_creator_of, infos))
     n = len(ids)
     vecs = _gather(infos, items, "item", scratch=True)
     w = cfg.source_weights
@@ -276,7 +308,7 @@ def _score_pool(
         ann_norm = np.zeros(n)
 
     # nan_to_num: a NaN score from a caller must not poison max() / the blend.
-    cooc_raw = np.nan_to_num(np.array([cooc.get(i, 0.0) for i in ids], dtype=np.float64))
+    cooc_raw = np.nan_to_num(np.array(list(map(cooc.get, ids, itertools.repeat(0.0))), dtype=np.float64))
     cmax = cooc_raw.max() if n else 0.0
     cooc_norm = np.clip(cooc_raw / cmax, 0.0, 1.0) if cmax > 0 else np.zeros(n)
 

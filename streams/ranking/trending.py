@@ -19,6 +19,7 @@ depend on ``now``. Works for late (out-of-order) events unchanged.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Iterable
 
@@ -123,8 +124,11 @@ class DecayedCounter:
 
     def score(self, item_ids: Iterable[str], now: float) -> np.ndarray:
         """Current decayed scores (float64), 0 for unknown items."""
-        ids = list(item_ids)
-        lg = np.array([self._lg[self._index[i]] if i in self._index else -np.inf for i in ids], dtype=np.float64)
+        ids = item_ids if isinstance(item_ids, (list, tuple)) else list(item_ids)
+        # Each id's slot in one C-level pass (-1: unknown); the buffer always has room, so slot -1 reads
+        # some slot, and np.where puts -inf (a score of 0) there.
+        k = np.fromiter(map(self._index.get, ids, itertools.repeat(-1)), dtype=np.intp, count=len(ids))
+        lg = np.where(k >= 0, self._lg[k], -np.inf)
         return self._score_of_lg(lg, now)
 
     def top(self, n: int, now: float) -> list[tuple[str, float]]:

@@ -3,6 +3,7 @@ its file round-trips (and a bad one is refused by name), and recommend() ranks b
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import random
@@ -23,7 +24,7 @@ from streams.ranking.learned import (
     load_ranker,
     training_example,
 )
-from streams.ranking.recommend import recommend
+from streams.ranking.recommend import PoolScores, recommend
 from streams.ranking.trending import DecayedCounter
 
 T0 = 1_700_000_000.0
@@ -234,3 +235,44 @@ def test_published_lists_name_the_ranker_that_made_them():
     assert va == published_model_version("hybrid-v1", same)
     assert va.startswith("hybrid-v1+ranker-") and len(va) == len("hybrid-v1+ranker-") + 12
     assert va != published_model_version("hybrid-v1", b)
+
+
+def test_recommend_reuses_the_pool_learned_scores_filtered_and_lists_the_same(monkeypatch):
+    """recommend() given learned_scores' answer for the same user, candidates, items and takedowns
+    filters its candidate lists by that pool (no second eligible_ids pass) and lists exactly what it
+    lists from the same scores as a plain dict, also when it truncates a source the pool did not."""
+    rec = importlib.import_module("streams.ranking.recommend")  # the module, not the function of that name
+
+    items = _items()
+    items["i6"].available = False
+    cooc = _store(n_items=8, n_users=30)
+    state = UserState()
+    state.seen.update({"i1": None})
+    state.hidden.update({"i2": None})
+    taken_down = frozenset({"i3"})
+    ctx = FeatureContext(state, cooc, DecayedCounter(3600.0), items, T0)
+    # 8 ANN hits, of which recommend keeps the 3 best (ann_candidates: i0, i1 seen, i2 hidden); the
+    # pool holds every eligible one.
+    cand = Candidates(ann=[(f"i{j}", 1.0 - 0.1 * j) for j in range(8)], cooc=[("i0", 1.0), ("i4", 0.5)])
+    cfg = RankingSettings(fusion="learned", ann_candidates=3, top_k=8, explore_slots=0)
+    w = np.zeros(len(FEATURES))
+    w[FEATURES.index("content_cos")] = 1.0
+    ranker = LinearRanker(w, np.zeros(len(FEATURES)), np.ones(len(FEATURES)))
+    scores = learned_scores(ranker, ctx, cand, taken_down)
+    assert isinstance(scores, PoolScores) and scores.pool == ["i0", "i4", "i5", "i7"]
+
+    calls = []
+    real = rec.eligible_ids
+    monkeypatch.setattr(rec, "eligible_ids", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reused = recommend(state, cand, items, T0, cfg, taken_down=taken_down, learned=scores)
+    assert calls == []
+    plain = recommend(state, cand, items, T0, cfg, taken_down=taken_down, learned=dict(scores))
+    assert calls == [1]
+    assert [(r.item_id, r.score, r.reasons, r.sources) for r in reused] == \
+           [(r.item_id, r.score, r.reasons, r.sources) for r in plain]
+    assert sorted(r.item_id for r in reused) == ["i0", "i4"]  # the truncated lists' eligible ids only
+    # Scores computed for other objects (here: other takedowns) are not trusted for the pool.
+    recommend(state, cand, items, T0, cfg, taken_down={"i3"}, learned=scores)
+    assert calls == [1, 1]
+    assert scores.pool_of({"i0", "i5"}, state, cand, items, taken_down) == ["i0", "i5"]
+    assert scores.pool_of({"i0"}, UserState(), cand, items, taken_down) is None
