@@ -1,6 +1,6 @@
 """Where one list's ranking time goes, part by part, for a chunk of warm users (no I/O).
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ranking_parts.py [--users 64] [--items 20000]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ranking_parts.py [--users 64] [--items 20000] [--creators 500]
 
 A catalogue of unit vectors held the way the worker's item cache holds them (one matrix,
 ``ItemRows``), co-occurrence and trending built from Zipf-skewed histories, and a chunk of users
@@ -38,7 +38,7 @@ def build(args) -> tuple:
     now, n = 1.7e9, args.items
     vecs = rng.normal(size=(n, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    items = ItemRows((f"i{k}", ItemInfo(f"i{k}", f"c{k % 500}", f"title {k}", vecs[k],
+    items = ItemRows((f"i{k}", ItemInfo(f"i{k}", f"c{k % args.creators}", f"title {k}", vecs[k],
                                         now - rng.uniform(0, 5 * 86400), row=k)) for k in range(n))
     items.matrix = vecs
     cooc, trending = new_cooccurrence(cfg), new_trending(cfg)
@@ -81,6 +81,8 @@ def main() -> None:
     p.add_argument("--users", type=int, default=64, help="users in the chunk (the worker's search_chunk)")
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--creators", type=int, default=500,
+                   help="distinct creators in the catalogue (1: one studio, as in a MovieLens replay)")
     args = p.parse_args()
     cfg, now, items, cooc, trending, users, anns, fresh, top, explore = build(args)
     cands = [gather_candidates(s, cooc, cfg, a, fresh, top, explore) for s, a in zip(users, anns)]

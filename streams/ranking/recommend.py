@@ -416,19 +416,41 @@ def _mmr(pool: _Pool, k: int, cfg: RankingSettings) -> list[int]:
     n = len(pool.ids)
     if n == 0 or k <= 0:
         return []
+    cap = cfg.creator_cap
+    creators = _creator_codes(pool.creators) if cap > 0 else None
     m = cfg.mmr_pool
     if m and max(m, k) < n:
         # Rerank only the best `mmr_pool` by blended score (stable sort: ties by id);
-        # fall back to the whole pool in the rare case the creator cap starves it.
+        # fall back to the whole pool when the creator cap starves it.
         top = np.argsort(-pool.score, kind="stable")[: max(m, k)]
         top.sort()  # keep id order so argmax ties still go to the smallest id
-        picked = _mmr_over(pool, top, k, cfg, soft_cap=False)
-        if len(picked) == k:
-            return picked
-    return _mmr_over(pool, np.arange(n), k, cfg, soft_cap=True)
+        # The capped pass picks at most min(cap, n_c) items of each creator c: skip it when that alone
+        # leaves it short of k (a catalogue with one creator, a MovieLens replay: every list).
+        if creators is None or _room_under_cap(creators[top], cap) >= k:
+            picked = _mmr_over(pool, top, k, cfg, soft_cap=False, creators=creators)
+            if len(picked) == k:
+                return picked
+    return _mmr_over(pool, np.arange(n), k, cfg, soft_cap=True, creators=creators)
 
 
-def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_cap: bool) -> list[int]:
+def _creator_codes(creators: list[str | None]) -> np.ndarray:
+    """Each pool row's creator as an integer; a row without a creator is its own creator (never capped):
+    a negative code of its own."""
+    table = {c: i for i, c in enumerate(dict.fromkeys(creators))}
+    codes = np.fromiter(map(table.__getitem__, creators), dtype=np.int64, count=len(creators))
+    if None in table:
+        rows = np.flatnonzero(codes == table[None])
+        codes[rows] = -1 - rows
+    return codes
+
+
+def _room_under_cap(codes: np.ndarray, cap: int) -> int:
+    """How many of these rows a creator cap of ``cap`` lets through: the sum over creators of min(cap, rows)."""
+    return int(np.minimum(np.unique(codes, return_counts=True)[1], cap).sum())
+
+
+def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_cap: bool,
+              creators: np.ndarray | None = None) -> list[int]:
     """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order.
 
     With ``soft_cap`` the creator cap yields when it alone would leave the list
@@ -437,23 +459,21 @@ def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_c
     replays, single-studio catalogues) still gets full lists.
     """
     n = len(idx)
-    score = pool.score[idx]
-    vecs = pool.vecs[idx]
+    whole = n == len(pool.ids)  # idx is every row, in order: no copy of the pool's vectors
+    score = pool.score if whole else pool.score[idx]
+    vecs = pool.vecs if whole else pool.vecs[idx]
     smax = float(score.max())
     rel = score / smax if smax > 0 else score.copy()
     lam = cfg.mmr_lambda
     base = lam * rel
     max_sim = np.zeros(n)  # max(0, max cos to picked); starting at 0 is the clip
     cap = cfg.creator_cap
-    creators: np.ndarray | None = None
     counts: dict[int, int] = {}
     if cap > 0:
-        codes: dict[str, int] = {}
-        creators = np.empty(n, dtype=np.int64)
-        for j, row in enumerate(idx.tolist()):
-            c = pool.creators[row]
-            # An item without a creator is its own creator: never capped.
-            creators[j] = codes.setdefault(c, len(codes)) if c is not None else -1 - j
+        # The rows' creator codes (_creator_codes of the whole pool, or made here).
+        creators = (creators if creators is not None else _creator_codes(pool.creators))[idx]
+    else:
+        creators = None
     # Picked and capped items get -inf in `base`, so one argmax per step does it all.
     mmr_scale = 1.0 - lam
     picked: list[int] = []
