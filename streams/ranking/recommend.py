@@ -42,7 +42,6 @@ Then MMR over the ``mmr_pool`` best by score: repeatedly pick
 
 from __future__ import annotations
 
-import itertools
 import operator
 import threading
 from dataclasses import dataclass, field
@@ -216,8 +215,6 @@ def _gather(infos: list[ItemInfo], items: Mapping[str, ItemInfo], what: str, scr
 
 
 _row_of = operator.attrgetter("row")
-_created_at = operator.attrgetter("created_at")
-_creator_of = operator.attrgetter("creator_id")
 
 
 def matrix_rows(infos: list[ItemInfo], items: Mapping[str, ItemInfo]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -283,9 +280,9 @@ def _score_pool(
                           taken_down) if isinstance(learned, PoolScores) else None
     if ids is None:
         ids = eligible_ids(state, (ann, cooc, fresh, trend), items, taken_down)
-    infos = list(map(items.__getitem__, ids))  # C-level passes: these run for every candidate of every list
-    created_at = list(map(_created_at, infos))
-    creators = list(map(_creator_of, infos))
+    infos = [items[iid] for iid in ids]
+    created_at = [info.created_at for info in infos]
+    creators = [info.creator_id for info in infos]
     n = len(ids)
     vecs = _gather(infos, items, "item", scratch=True)
     w = cfg.source_weights
@@ -308,7 +305,7 @@ def _score_pool(
         ann_norm = np.zeros(n)
 
     # nan_to_num: a NaN score from a caller must not poison max() / the blend.
-    cooc_raw = np.nan_to_num(np.array(list(map(cooc.get, ids, itertools.repeat(0.0))), dtype=np.float64))
+    cooc_raw = np.nan_to_num(np.array([cooc.get(i, 0.0) for i in ids], dtype=np.float64))
     cmax = cooc_raw.max() if n else 0.0
     cooc_norm = np.clip(cooc_raw / cmax, 0.0, 1.0) if cmax > 0 else np.zeros(n)
 
@@ -417,25 +414,25 @@ def _mmr(pool: _Pool, k: int, cfg: RankingSettings) -> list[int]:
     if n == 0 or k <= 0:
         return []
     cap = cfg.creator_cap
-    creators = _creator_codes(pool.creators) if cap > 0 else None
     m = cfg.mmr_pool
     if m and max(m, k) < n:
         # Rerank only the best `mmr_pool` by blended score (stable sort: ties by id);
         # fall back to the whole pool when the creator cap starves it.
         top = np.argsort(-pool.score, kind="stable")[: max(m, k)]
         top.sort()  # keep id order so argmax ties still go to the smallest id
+        creators = _creator_codes([pool.creators[r] for r in top.tolist()]) if cap > 0 else None
         # The capped pass picks at most min(cap, n_c) items of each creator c: skip it when that alone
         # leaves it short of k (a catalogue with one creator, a MovieLens replay: every list).
-        if creators is None or _room_under_cap(creators[top], cap) >= k:
+        if creators is None or int(creators.max()) + 1 >= k or _room_under_cap(creators, cap) >= k:
             picked = _mmr_over(pool, top, k, cfg, soft_cap=False, creators=creators)
             if len(picked) == k:
                 return picked
-    return _mmr_over(pool, np.arange(n), k, cfg, soft_cap=True, creators=creators)
+    return _mmr_over(pool, np.arange(n), k, cfg, soft_cap=True)
 
 
 def _creator_codes(creators: list[str | None]) -> np.ndarray:
-    """Each pool row's creator as an integer; a row without a creator is its own creator (never capped):
-    a negative code of its own."""
+    """Each row's creator as an integer from 0; a row without a creator is its own creator (never
+    capped): a negative code of its own."""
     table = {c: i for i, c in enumerate(dict.fromkeys(creators))}
     codes = np.fromiter(map(table.__getitem__, creators), dtype=np.int64, count=len(creators))
     if None in table:
@@ -445,13 +442,17 @@ def _creator_codes(creators: list[str | None]) -> np.ndarray:
 
 
 def _room_under_cap(codes: np.ndarray, cap: int) -> int:
-    """How many of these rows a creator cap of ``cap`` lets through: the sum over creators of min(cap, rows)."""
-    return int(np.minimum(np.unique(codes, return_counts=True)[1], cap).sum())
+    """How many of these rows a creator cap of ``cap`` lets through: the sum over creators of min(cap, rows).
+    At least ``codes.max() + 1``: the codes up to it stand for that many creators, a creator-less row
+    counting as one (their table slot is unused, and there is at least one such row)."""
+    own = codes < 0  # no creator: each its own, one row each
+    return int(np.minimum(np.bincount(codes[~own]), cap).sum()) + int(own.sum())
 
 
 def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_cap: bool,
               creators: np.ndarray | None = None) -> list[int]:
-    """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order.
+    """Greedy MMR over pool rows ``idx``; returns pool row numbers in pick order. ``creators``: the
+    rows' :func:`_creator_codes` when the caller has them.
 
     With ``soft_cap`` the creator cap yields when it alone would leave the list
     short: once every remaining item belongs to a capped creator, they become
@@ -469,11 +470,10 @@ def _mmr_over(pool: _Pool, idx: np.ndarray, k: int, cfg: RankingSettings, soft_c
     max_sim = np.zeros(n)  # max(0, max cos to picked); starting at 0 is the clip
     cap = cfg.creator_cap
     counts: dict[int, int] = {}
-    if cap > 0:
-        # The rows' creator codes (_creator_codes of the whole pool, or made here).
-        creators = (creators if creators is not None else _creator_codes(pool.creators))[idx]
-    else:
+    if cap <= 0:
         creators = None
+    elif creators is None:
+        creators = _creator_codes(pool.creators if whole else [pool.creators[r] for r in idx.tolist()])
     # Picked and capped items get -inf in `base`, so one argmax per step does it all.
     mmr_scale = 1.0 - lam
     picked: list[int] = []
