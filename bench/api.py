@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.interactions import bench_setup, drop_run_topics, load_catalogue, measure, mode_env  # noqa: E402
+from bench.interactions import bench_setup, drop_run_state, load_catalogue, measure, mode_env  # noqa: E402
 from bench.realistic import describe, history_lengths, movielens_events  # noqa: E402
 from bench.report import emit  # noqa: E402
 from bench.scaleout import load_items  # noqa: E402
@@ -181,7 +181,7 @@ def main() -> None:
     finally:
         for w in workers:
             w.stop()
-        drop_run_topics(*workers)
+        drop_run_state(*workers)
     emit(result, args.json_out)
     if not args.catalogue:
         workers[0].drop_collections()

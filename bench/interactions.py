@@ -231,20 +231,20 @@ def run_worker_mode(name: str, env_extra: dict, args, users: int, log_dir: Path,
         return out
     finally:
         w.stop()
-        drop_run_topics(w)
+        drop_run_state(w)
 
 
-def drop_run_topics(*workers: WorkerProcess) -> None:
+def drop_run_state(*workers: WorkerProcess) -> None:
     """Delete a stopped run's topics (its prefix's and Faust's changelogs; the workers share them) and
     each worker's RocksDB folder. Kept, every run would leave ~40 topics and ~200 partitions behind, and
     a broker holding thousands of them (11k partitions and 21 GB after a few dozen runs) answers later
     runs measurably slower."""
-    w = workers[0]
+    first = workers[0]
     try:
-        log.info("deleted %d topics of %s", len(w.drop_topics()), w.settings.app_id)
+        log.info("deleted %d topics of %s", len(first.drop_topics()), first.settings.app_id)
     except Exception as e:  # noqa: BLE001 - the measurements are taken; a leftover topic must not lose them
         log.warning("could not delete the run's topics (%s): delete topics starting with %s by hand", e,
-                    w.settings.kafka.topic_prefix)
+                    first.settings.kafka.topic_prefix)
     for w in workers:
         shutil.rmtree(w.settings.faust_datadir, ignore_errors=True)
 

@@ -121,8 +121,8 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 def worker_part(args, rng: np.random.Generator) -> dict:
     from kafka import KafkaConsumer, KafkaProducer
 
+    from bench.interactions import drop_run_state
     from streams.vectors.collections import ItemCollection
-    from bench.interactions import drop_run_topics
     from streams.vectors.milvus import milvus_client
     from tests.workerproc import WorkerProcess, worker_env
 
@@ -238,7 +238,7 @@ def worker_part(args, rng: np.random.Generator) -> dict:
         client.close()
         if not args.keep:
             w.drop_collections()
-            drop_run_topics(w)
+            drop_run_state(w)
     return result
 
 

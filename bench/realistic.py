@@ -48,7 +48,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.interactions import (bench_setup, drop_run_topics, load_catalogue, measure, mode_env, profiler,  # noqa: E402
+from bench.interactions import (bench_setup, drop_run_state, load_catalogue, measure, mode_env, profiler,  # noqa: E402
                                 run_floor, saturate)
 from bench.report import emit  # noqa: E402
 from bench.scaleout import load_items, movielens_log  # noqa: E402
@@ -183,7 +183,7 @@ def run_workload(name: str, events: list[dict], warmup: int, args, env: dict, lo
         return out
     finally:
         w.stop()
-        drop_run_topics(w)
+        drop_run_state(w)
 
 
 def ratios(result: dict) -> dict:

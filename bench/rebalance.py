@@ -41,13 +41,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.interactions import drop_run_state  # noqa: E402
 from bench.report import emit  # noqa: E402
 from bench.scaleout import committed_total, load_items  # noqa: E402
 from streams.items.partitioning import partition_for  # noqa: E402
 from streams.kafka.admin import wait_group_stable  # noqa: E402
 from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
 
-log = logging.getLogger("bench.rebalance")
 ITEMS = [f"rb{i}" for i in range(500)]
 
 
@@ -150,10 +150,7 @@ def run(standby: int, users: int, base_env: dict, log_dir: Path, tag: str, timeo
     finally:
         for w in workers:
             w.stop()
-        try:
-            workers[0].drop_topics()
-        except Exception as exc:  # noqa: BLE001 - clean-up only
-            log.warning("clean-up failed: %s", exc)
+        drop_run_state(*workers)
 
 
 def main() -> None:

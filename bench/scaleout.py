@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cpu_meter import CpuMeter, stack_pids  # noqa: E402
+from bench.interactions import drop_run_state  # noqa: E402
 from bench.report import emit  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from tests.workerproc import WorkerProcess, worker_env  # noqa: E402
@@ -231,8 +232,8 @@ def run(n_workers: int, records: list[tuple[bytes, bytes]], base_env: dict, log_
     finally:
         for w in workers:
             w.stop()
+        drop_run_state(*workers)
         try:
-            workers[0].drop_topics()
             from streams.vectors.milvus import milvus_client
 
             client = milvus_client(s.milvus)

@@ -50,7 +50,7 @@ from kafka import KafkaConsumer, KafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.interactions import drop_run_topics  # noqa: E402
+from bench.interactions import drop_run_state  # noqa: E402
 from bench.pacing import paced  # noqa: E402
 from bench.report import emit  # noqa: E402
 from streams.vectors.milvus import milvus_client  # noqa: E402
@@ -349,7 +349,7 @@ def main() -> None:
         worker.stop()
         if not args.keep:
             worker.drop_collections()
-            drop_run_topics(worker)
+            drop_run_state(worker)
     result["loadavg_end"] = os.getloadavg()[0]
     emit(result, args.json_out)
 

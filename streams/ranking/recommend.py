@@ -83,15 +83,15 @@ class ItemRows(dict):
 
 
 class PoolScores(dict):
-    """Candidate id -> score for every id of ``pool``: the candidates of ``source`` = ``(state, candidates,
-    items, taken_down)`` that :func:`eligible_ids` lets through, sorted (a learned ranker's answer,
-    :func:`streams.ranking.learned.learned_scores`). ``recommend`` given these scores for the same
-    objects filters its own (possibly truncated) candidate lists by this pool instead of running
-    ``eligible_ids`` again: a subset of the full lists, so the same ids, in the same order."""
+    """Candidate id -> score for every id of ``pool``, in its order: the candidates of ``source`` =
+    ``(state, candidates, items, taken_down)`` that :func:`eligible_ids` lets through, sorted (a
+    learned ranker's answer, :func:`streams.ranking.learned.learned_scores`). ``recommend`` given
+    these scores for the same objects filters its own (possibly truncated) candidate lists by this
+    pool instead of running ``eligible_ids`` again: a subset of the full lists, so the same ids, in
+    the same order."""
 
     def __init__(self, pool: list[str], scores: Iterable[float], source: tuple) -> None:
-        super().__init__(zip(pool, scores))
-        self.pool = pool
+        super().__init__(zip(pool, scores))  # the keys are the pool, in order
         self.source = source
 
     def pool_of(self, ids: Container[str], state: UserState | None, candidates: "Candidates",
@@ -101,7 +101,7 @@ class PoolScores(dict):
         src = self.source
         if not (src[0] is state and src[1] is candidates and src[2] is items and src[3] is taken_down):
             return None
-        return [i for i in self.pool if i in ids]
+        return [i for i in self if i in ids]
 
 
 @dataclass
