@@ -75,6 +75,9 @@ def main() -> None:
     if lists["base"] != lists["this"]:
         raise SystemExit("the two revisions' lists differ: nothing to compare")
 
+    # MMR is timed on each side's own pools, built once here (the parts below read them).
+    pools = {side: [mod._score_pool(s, c, its, now, cfg, ()) for s, c in zip(users, cands)]
+             for side, (mod, its, _) in sides.items()}
     parts = {
         "recommend (blend)": lambda mod, its, side: [mod.recommend(s, c, its, now, cfg) for s, c in zip(users, cands)],
         "  MMR (_mmr)": lambda mod, its, side: [mod._mmr(pool, cfg.top_k, cfg) for pool in pools[side]],
@@ -82,8 +85,6 @@ def main() -> None:
         "recommend (learned fusion)": lambda mod, its, side: [
             mod.recommend(s, c, its, now, lcfg, learned=x) for s, c, x in zip(users, cands, scores[side])],
     }
-    pools = {side: [mod._score_pool(s, c, its, now, cfg, ()) for s, c in zip(users, cands)]
-             for side, (mod, its, _) in sides.items()}
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for label, fn in parts.items():
